@@ -1,0 +1,1 @@
+"""Adapters to the cosmology ecosystem (classy, pmwd, JaxPM, nbodykit, halotools); each imported lazily."""

@@ -1,0 +1,1 @@
+"""Validation statistics and reports (power spectra, bispectra, halos)."""
