@@ -44,7 +44,7 @@ class Cosmology:
     >>> c.clone(omega_m=0.25).omega_m
     0.25
     >>> round(float(QUIJOTE_FIDUCIAL.growth_factor(1.0)), 6)
-    0.609878
+    0.605938
     """
 
     omega_m: float
