@@ -9,6 +9,7 @@ from .growth import (
     hubble,
     velocity_norm,
 )
+from .linear_power import EisensteinHuPower, LinearPower, TabulatedPower, sigma_r, tophat_window
 
 __all__ = [
     "Cosmology",
@@ -21,4 +22,9 @@ __all__ = [
     "growth_rate",
     "hubble",
     "velocity_norm",
+    "LinearPower",
+    "TabulatedPower",
+    "EisensteinHuPower",
+    "sigma_r",
+    "tophat_window",
 ]

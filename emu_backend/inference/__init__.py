@@ -1,1 +1,23 @@
-"""emu_backend.inference"""
+"""Inference: the published model conventions, periodic tiling and the :class:`Emulator`."""
+
+from .domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
+from .emulator import MODEL_KINDS, Emulator, Prediction
+from .models import EmulatorModel, EmuModel, ZdepModel, emu_style, zdep_style
+from .tiling import PAD, Tile, TilePlan, periodic_read
+
+__all__ = [
+    "MODEL_KINDS",
+    "PAD",
+    "TRAINED_CELL_SIZE_MPC_H",
+    "EmuModel",
+    "Emulator",
+    "EmulatorModel",
+    "Prediction",
+    "Tile",
+    "TilePlan",
+    "TrainingDomain",
+    "ZdepModel",
+    "emu_style",
+    "periodic_read",
+    "zdep_style",
+]

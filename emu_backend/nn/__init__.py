@@ -1,1 +1,17 @@
-"""emu_backend.nn"""
+"""The learnable parts: styled convolutions, blocks and the published StyledVNet."""
+
+from .blocks import ConvStyledBlock, ResStyledBlock, narrow_by
+from .styled_conv import StyledConv3d, modulated_weight
+from .vnet import CROP, StyledVNet, VNetArch, valid_input_size
+
+__all__ = [
+    "CROP",
+    "ConvStyledBlock",
+    "ResStyledBlock",
+    "StyledConv3d",
+    "StyledVNet",
+    "VNetArch",
+    "modulated_weight",
+    "narrow_by",
+    "valid_input_size",
+]

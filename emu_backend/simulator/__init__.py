@@ -1,1 +1,5 @@
-"""emu_backend.simulator"""
+"""The simulator interface: snapshots of emulated particle boxes."""
+
+from .snapshot import Snapshot
+
+__all__ = ["Snapshot"]

@@ -1,0 +1,304 @@
+"""Linear density and Zel'dovich displacement at z = 0 from white noise and a linear P(k).
+
+The transform (SPEC section 4.2) is, with ``L`` the box size [Mpc/h], ``n`` cells per side,
+``dV = (L/n)^3`` and ``noise_k = rfftn(noise) / n^1.5`` (orthonormal DFT, ``<|noise_k|^2> = 1``)::
+
+    delta_k = sqrt(P(|k|) L^3) noise_k / dV          (numpy's unnormalised DFT of delta(x))
+    Psi_k   = i k delta_k / |k|^2,   k = 0 mode zero
+    delta(x), Psi(x) = irfftn(delta_k), irfftn(Psi_k)
+
+so that ``<|delta_k|^2> dV^2 = P L^3`` (the field has power spectrum P, see
+:func:`emu_backend.validation.power.power_spectrum`) and ``div Psi = -delta``, Psi in Mpc/h.
+
+Two conventions, with the same amplitude normalisation:
+
+``"reference"``
+    Reproduces the published generator ``gen_fields.pk_to_dis`` (float32 golden vectors to ~1e-6):
+    float32 wavenumbers and ``|k|^2``, the rfft axis using the first n/2+1 entries of ``fftfreq`` (its
+    Nyquist entry is negative), no Nyquist treatment. One deliberate difference: a grid ``|k|`` below
+    the first point of a tabulated P(k) is refused (the reference silently uses its last segment).
+``"fourier"`` (default)
+    float64 throughout. Every mode on a Nyquist plane (``|k_c| = n/2`` along any axis, even n) is set to
+    zero in delta_k and hence in Psi_k. Both fields are then exactly the inverse transform of a
+    Hermitian spectrum, the spectral ``div Psi = -delta`` holds to rounding on every mode, and no
+    derivative has the ambiguous sign of a Nyquist frequency. All other modes equal the reference's.
+
+The default box is the training resolution of the published emulators, ``L = 1000 n / 512`` Mpc/h.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.fft
+
+from ..errors import ComputationError, InputError
+from ._grid import check_box_size, check_displacement, check_field, nyquist_mask, wavevectors
+
+__all__ = [
+    "LinearField",
+    "linear_field",
+    "linear_density",
+    "za_displacement",
+    "displacement_from_density",
+    "divergence",
+    "default_box_size",
+]
+
+logger = logging.getLogger(__name__)
+
+Convention = Literal["fourier", "reference"]
+_CONVENTIONS = ("fourier", "reference")
+
+
+def default_box_size(n: int) -> float:
+    """Box size [Mpc/h] of an n^3 grid at the emulators' training resolution, ``1000 n / 512``."""
+    return 1000.0 * n / 512.0
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InputError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _evaluate_power(power, k: np.ndarray) -> np.ndarray:
+    """P(k) [(Mpc/h)^3] on the grid wavenumbers ``k`` (all > 0), checked finite and >= 0."""
+    if not callable(power):
+        raise InputError(f"power must be a callable P(k) provider (k [h/Mpc] -> P [(Mpc/h)^3]), got {power!r}")
+    try:
+        p = np.asarray(power(k), dtype=np.float64)
+    except InputError as exc:
+        raise InputError(
+            f"the P(k) provider cannot cover the grid wavenumbers k in [{k.min():.6g}, {k.max():.6g}] h/Mpc: {exc}"
+        ) from exc
+    if p.shape != k.shape:
+        raise ComputationError(f"P(k) provider returned shape {p.shape} for k of shape {k.shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ComputationError("P(k) provider returned negative or non-finite values on the grid")
+    return p
+
+
+def _spectra(noise, power, box_size, convention):
+    """delta_k (unnormalised DFT, rfft grid, complex128), the three k_c and |k|^2 (k=0 entry 1)."""
+    if convention not in _CONVENTIONS:
+        raise InputError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
+    arr = check_field(noise, "noise")
+    n = arr.shape[0]
+    box = default_box_size(n) if box_size is None else check_box_size(box_size)
+    dv = (box / n) ** 3
+    noise_k = scipy.fft.rfftn(arr.astype(np.float64, copy=False))
+    if convention == "reference":
+        # float32 wavenumbers; the rfft axis takes fftfreq's first n//2+1 entries (negative Nyquist)
+        k1 = (np.fft.fftfreq(n) * n * (2.0 * np.pi / box)).astype(np.float32)
+        kvec = (k1[:, None, None], k1[None, :, None], k1[None, None, : n // 2 + 1])
+        k2 = kvec[0] ** 2 + kvec[1] ** 2 + kvec[2] ** 2  # float32, as the reference
+        k2[0, 0, 0] = 1.0
+        kmag = np.sqrt(k2).astype(np.float64)
+        kmag[0, 0, 0] = kmag.ravel()[1]  # the k = 0 amplitude is zeroed below; keep P's range honest
+        amp = np.sqrt(_evaluate_power(power, kmag) * box**3)
+    else:
+        kvec = wavevectors(n, box)
+        mask = nyquist_mask(n)
+        # |k|^2 = kf^2 m with integer m: evaluate P once per m instead of once per mode
+        idx = [np.rint(k * box / (2.0 * np.pi)).astype(np.int64) for k in kvec]
+        m = idx[0] ** 2 + idx[1] ** 2 + idx[2] ** 2
+        m_max = int(m[mask].max())
+        p_of_m = np.zeros(m_max + 1)
+        if m_max > 0:
+            p_of_m[1:] = _evaluate_power(power, (2.0 * np.pi / box) * np.sqrt(np.arange(1, m_max + 1.0)))
+        amp = np.sqrt(p_of_m[np.where(mask, m, 0)] * box**3) * mask
+        k2 = kvec[0] ** 2 + kvec[1] ** 2 + kvec[2] ** 2
+        k2[0, 0, 0] = 1.0
+    amp[0, 0, 0] = 0.0
+    noise_k *= amp / (n**1.5 * dv)
+    return noise_k, kvec, k2, box
+
+
+def _displacement_from_spectrum(delta_k, kvec, k2, n, dtype) -> np.ndarray:
+    out = np.empty((3, n, n, n), dtype=dtype)
+    phi_k = delta_k * (1j / k2)  # i delta_k / |k|^2; the k = 0 entry of delta_k is already 0
+    for c in range(3):
+        out[c] = scipy.fft.irfftn(kvec[c] * phi_k, s=(n, n, n))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class LinearField:
+    """A linear density field and its Zel'dovich displacement at z = 0 on a periodic grid.
+
+    Parameters
+    ----------
+    density : ndarray, shape (n, n, n)
+        Linear density contrast delta(x) at z = 0, dimensionless.
+    displacement : ndarray, shape (3, n, n, n)
+        ZA displacement Psi [Mpc/h] at z = 0, ``div Psi = -delta``; channel c is along array axis c + 1.
+    box_size : float
+        Box side [Mpc/h].
+    """
+
+    density: np.ndarray
+    displacement: np.ndarray
+    box_size: float
+
+    def __post_init__(self):
+        delta = check_field(self.density, "density")
+        psi = check_displacement(self.displacement, "displacement")
+        if psi.shape[1:] != delta.shape:
+            raise InputError(f"displacement shape {psi.shape} does not match density shape {delta.shape}")
+        object.__setattr__(self, "box_size", check_box_size(self.box_size))
+
+    @property
+    def n(self) -> int:
+        """Cells (particles) per side."""
+        return self.density.shape[0]
+
+    @property
+    def cell_size(self) -> float:
+        """Grid spacing [Mpc/h]."""
+        return self.box_size / self.n
+
+    @classmethod
+    def from_density(cls, density, box_size: float, *, dtype=np.float32) -> "LinearField":
+        """Wrap a user density (n, n, n); the displacement is :func:`displacement_from_density`.
+
+        The density is passed through unchanged (cast to ``dtype``); its k = 0 and Nyquist modes do
+        not enter the displacement.
+        """
+        dt = _check_dtype(dtype)
+        delta = check_field(density, "density")
+        psi = displacement_from_density(delta, box_size, dtype=dt)
+        return cls(delta.astype(dt), psi, box_size)
+
+    @classmethod
+    def from_displacement(cls, displacement, box_size: float, *, dtype=np.float32) -> "LinearField":
+        """Wrap a user ZA displacement (3, n, n, n) [Mpc/h]; the density is ``-divergence(Psi)``.
+
+        The displacement is passed through unchanged (cast to ``dtype``).
+        """
+        dt = _check_dtype(dtype)
+        psi = check_displacement(displacement, "displacement")
+        delta = -divergence(psi, box_size)
+        return cls(delta.astype(dt), psi.astype(dt), box_size)
+
+
+def linear_field(
+    noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
+) -> LinearField:
+    """Linear density and ZA displacement at z = 0 from white noise and P(k).
+
+    Parameters
+    ----------
+    noise : ndarray, shape (n, n, n)
+        Real white noise of unit variance (e.g. :func:`emu_backend.ics.white_noise`).
+    power : LinearPower
+        Callable linear P(k) at z = 0 [(Mpc/h)^3] of k [h/Mpc]; must cover the grid wavenumbers
+        ``2 pi / L`` ... ``sqrt(3) n pi / L``.
+    box_size : float or None
+        Box side [Mpc/h]; default ``1000 n / 512`` (:func:`default_box_size`).
+    convention : {"fourier", "reference"}
+        Mode convention, see the module documentation.
+    dtype : float32 or float64
+        Output dtype (computation is float64 except the reference's float32 wavenumbers).
+
+    Returns
+    -------
+    LinearField
+        ``density`` (n, n, n) and ``displacement`` (3, n, n, n) [Mpc/h].
+
+    Examples
+    --------
+    >>> from emu_backend.cosmology import EisensteinHuPower, QUIJOTE_FIDUCIAL
+    >>> from emu_backend.ics import white_noise
+    >>> f = linear_field(white_noise(16, seed=0), EisensteinHuPower(QUIJOTE_FIDUCIAL))
+    >>> f.displacement.shape, f.box_size
+    ((3, 16, 16, 16), 31.25)
+    """
+    dt = _check_dtype(dtype)
+    delta_k, kvec, k2, box = _spectra(noise, power, box_size, convention)
+    n = delta_k.shape[0]
+    delta = scipy.fft.irfftn(delta_k, s=(n, n, n)).astype(dt)
+    psi = _displacement_from_spectrum(delta_k, kvec, k2, n, dt)
+    logger.debug("linear field n=%d L=%g convention=%s: std(delta)=%.4g", n, box, convention, float(delta.std()))
+    return LinearField(delta, psi, box)
+
+
+def za_displacement(
+    noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
+) -> np.ndarray:
+    """ZA displacement Psi [Mpc/h] at z = 0, shape (3, n, n, n); arguments as :func:`linear_field`.
+
+    With ``convention="reference"`` and float32 this is the published ``pk_to_dis(k, P, noise)``.
+    """
+    dt = _check_dtype(dtype)
+    delta_k, kvec, k2, _ = _spectra(noise, power, box_size, convention)
+    return _displacement_from_spectrum(delta_k, kvec, k2, delta_k.shape[0], dt)
+
+
+def linear_density(
+    noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
+) -> np.ndarray:
+    """Linear density contrast delta(x) at z = 0, shape (n, n, n); arguments as :func:`linear_field`."""
+    dt = _check_dtype(dtype)
+    delta_k, _, _, _ = _spectra(noise, power, box_size, convention)
+    n = delta_k.shape[0]
+    return scipy.fft.irfftn(delta_k, s=(n, n, n)).astype(dt)
+
+
+def displacement_from_density(density, box_size: float, *, dtype=np.float64) -> np.ndarray:
+    """ZA displacement ``Psi_k = i k delta_k / |k|^2`` [Mpc/h] of a density field (fourier convention).
+
+    Parameters
+    ----------
+    density : ndarray, shape (n, n, n)
+        Density contrast.
+    box_size : float
+        Box side [Mpc/h].
+    dtype : float32 or float64
+        Output dtype.
+
+    Returns
+    -------
+    ndarray, shape (3, n, n, n)
+        Psi with ``div Psi = -delta`` on every mode except k = 0 and the Nyquist planes (set to 0).
+    """
+    dt = _check_dtype(dtype)
+    delta = check_field(density, "density")
+    box = check_box_size(box_size)
+    n = delta.shape[0]
+    delta_k = scipy.fft.rfftn(delta.astype(np.float64, copy=False)) * nyquist_mask(n)
+    delta_k[0, 0, 0] = 0.0
+    kvec = wavevectors(n, box)
+    k2 = kvec[0] ** 2 + kvec[1] ** 2 + kvec[2] ** 2
+    k2[0, 0, 0] = 1.0
+    return _displacement_from_spectrum(delta_k, kvec, k2, n, dt)
+
+
+def divergence(displacement, box_size: float) -> np.ndarray:
+    """Spectral divergence ``sum_c i k_c Psi_c`` of a vector field, Nyquist planes dropped.
+
+    Parameters
+    ----------
+    displacement : ndarray, shape (3, n, n, n)
+        Vector field [Mpc/h].
+    box_size : float
+        Box side [Mpc/h].
+
+    Returns
+    -------
+    ndarray, shape (n, n, n), float64
+        ``div Psi``, dimensionless for Psi in Mpc/h.
+    """
+    psi = check_displacement(displacement, "displacement")
+    box = check_box_size(box_size)
+    n = psi.shape[1]
+    kvec = wavevectors(n, box)
+    mask = nyquist_mask(n)
+    div_k = np.zeros((n, n, n // 2 + 1), dtype=np.complex128)
+    for c in range(3):
+        div_k += (1j * kvec[c]) * scipy.fft.rfftn(psi[c].astype(np.float64, copy=False))
+    return scipy.fft.irfftn(div_k * mask, s=(n, n, n))

@@ -1,0 +1,269 @@
+"""The emulator: linear displacement of a periodic box in, nonlinear displacement and velocity out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints.jax_port import read_jax_npz
+from ..checkpoints.native import is_model_file, load_model_file, save_model_file
+from ..checkpoints.published import check_state_dict, extract_state_dict, infer_arch, read_torch_file
+from ..errors import CheckpointError, InputError
+from ..nn import StyledVNet
+from .domain import TrainingDomain
+from .models import EmulatorModel, EmuModel, ZdepModel
+from .tiling import TilePlan, periodic_read
+
+__all__ = ["Emulator", "Prediction", "MODEL_KINDS"]
+
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = ("auto", "native", "zdep", "emu", "jax")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Prediction:
+    """Emulated fields at one redshift.
+
+    Attributes
+    ----------
+    displacement : ndarray
+        (3, N0, N1, N2) nonlinear displacement from the Lagrangian grid [Mpc/h].
+    velocity : ndarray or None
+        (3, N0, N1, N2) peculiar velocity [km/s].
+    z : float
+    omega_m : float
+    """
+
+    displacement: np.ndarray
+    velocity: np.ndarray | None
+    z: float
+    omega_m: float
+    meta: dict = field(default_factory=dict)
+
+
+def _check_field(dis) -> tuple:
+    shape = tuple(getattr(dis, "shape", ()))
+    if len(shape) != 4 or shape[0] != 3 or any(n < 8 for n in shape[1:]):
+        raise InputError(f"linear displacement must have shape (3, N0, N1, N2) with every N >= 8, got {shape}")
+    dtype = np.dtype(getattr(dis, "dtype", np.float64))
+    if dtype.kind != "f":
+        raise InputError(f"linear displacement must be floating point, got dtype {dtype}")
+    for i in range(0, shape[1], 64):  # chunked, so a memory map is not read whole
+        block = np.asarray(dis[:, i:i + 64])
+        if not np.isfinite(block).all():
+            bad = np.argwhere(~np.isfinite(block))[0]
+            bad[1] += i
+            raise InputError(f"linear displacement holds a non-finite value {block[tuple(bad - [0, i, 0, 0])]} at index {tuple(int(b) for b in bad)}")
+    return shape
+
+
+class Emulator:
+    """A trained StyledVNet emulator with its conventions, domain and device.
+
+    Parameters
+    ----------
+    model : EmulatorModel
+        :class:`ZdepModel` or :class:`EmuModel`.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ...
+    dtype : {"float32", "float64"} or torch.dtype
+    allow_extrapolation : bool
+        Run outside the training domain (with a logged warning) instead of refusing.
+    checksum : str, optional
+        Checksum of the weights, recorded in outputs.
+
+    Examples
+    --------
+    >>> from emu_backend.nn import StyledVNet
+    >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    >>> pred = emu.predict(np.zeros((3, 8, 8, 8), np.float32), omega_m=0.3, z=0.5, tile_size=8)
+    >>> pred.displacement.shape, pred.velocity.shape
+    ((3, 8, 8, 8), (3, 8, 8, 8))
+    """
+
+    def __init__(self, model: EmulatorModel, *, device="cpu", dtype="float32",
+                 allow_extrapolation: bool = False, checksum: str = "", source: str = ""):
+        if isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+            dtype = _DTYPES[dtype]
+        if dtype not in _DTYPES.values():
+            raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(f"unknown device {device!r}") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available")
+        self.dtype = dtype
+        self.model = model.to(self.device, dtype)
+        self.allow_extrapolation = allow_extrapolation
+        self.checksum = checksum
+        self.source = source
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path, model: str = "auto", *, velocity_checkpoint=None, device="cpu",
+                        dtype="float32", allow_extrapolation: bool = False, allow_pickle: bool = False) -> "Emulator":
+        """Load an emulator from a file.
+
+        Parameters
+        ----------
+        path : str or Path
+            Our model file, a published ``.pt`` (``{'model': sd}`` or bare), or the JAX port's ``.npz``.
+        model : {"auto", "native", "zdep", "emu", "jax"}
+            The file's kind. ``"auto"``: ours if it says so, ``.npz`` -> JAX port (zdep), else a
+            published ``.pt`` whose style size picks zdep (2) or emu (1).
+        velocity_checkpoint : str or Path, optional
+            For ``emu``: the v2v network's file (velocities are unavailable without it).
+        device, dtype, allow_extrapolation
+            See :class:`Emulator`.
+        allow_pickle : bool
+            Unpickle arbitrary objects in published ``.pt`` files (only for files you trust).
+        """
+        if model not in MODEL_KINDS:
+            raise InputError(f"model must be one of {MODEL_KINDS}, got {model!r}")
+        path = Path(path)
+        kw = dict(device=device, dtype=dtype, allow_extrapolation=allow_extrapolation, source=str(path))
+        if model == "jax" or (model == "auto" and path.suffix == ".npz"):
+            sd = read_jax_npz(path)
+            return cls(ZdepModel(cls._strict_net(sd, str(path), style_size=2)), **kw)
+        obj = read_torch_file(path, allow_pickle)
+        if is_model_file(obj) or model == "native":
+            mf = load_model_file(path, obj)
+            domain = TrainingDomain.from_dict(mf.domain)
+            if mf.kind == "zdep":
+                m = ZdepModel(mf.networks["displacement"], domain)
+            else:
+                m = EmuModel(mf.networks["displacement"], mf.networks.get("velocity"), domain)
+            return cls(m, checksum=mf.checksum, **kw)
+        sd = extract_state_dict(obj, str(path))
+        style_size = infer_arch(sd, str(path)).style_size
+        kind = model if model != "auto" else {1: "emu", 2: "zdep"}.get(style_size)
+        if kind == "zdep":
+            return cls(ZdepModel(cls._strict_net(sd, str(path), style_size=2)), **kw)
+        if kind == "emu":
+            d2d = cls._strict_net(sd, str(path), style_size=1)
+            v2v = None
+            if velocity_checkpoint is not None:
+                vsd = extract_state_dict(read_torch_file(velocity_checkpoint, allow_pickle), str(velocity_checkpoint))
+                v2v = cls._strict_net(vsd, str(velocity_checkpoint), style_size=1)
+            return cls(EmuModel(d2d, v2v), **kw)
+        raise CheckpointError(f"{str(path)!r}: style size {style_size} matches no published model (1: emu, 2: zdep)")
+
+    @staticmethod
+    def _strict_net(sd, source: str, style_size: int) -> StyledVNet:
+        arch = infer_arch(sd, source)
+        if arch.style_size != style_size:
+            raise CheckpointError(f"{source!r}: style size {arch.style_size}, this model kind needs {style_size}")
+        net = StyledVNet.from_arch(arch)
+        check_state_dict(net, sd, source)
+        net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+        return net.eval()
+
+    def save(self, path, *, provenance=None, storage_dtype="float32", overwrite=False) -> str:
+        """Write this emulator's networks, kind and domain as our model file; returns the checksum."""
+        nets = {k: v.float().cpu() for k, v in self.model.networks.items()}
+        try:
+            return save_model_file(path, self.model.kind, nets, self.model.domain.to_dict(),
+                                   provenance=provenance, storage_dtype=storage_dtype, overwrite=overwrite)
+        finally:
+            self.model.to(self.device, self.dtype)
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict(self, linear_displacement, omega_m: float, z, *, velocity: bool = True,
+                tile_size: int = 128, batch_size: int = 1, box_size: float | None = None,
+                out=None, progress: bool = False):
+        """Emulate the nonlinear displacement (and velocity) of a periodic box.
+
+        Parameters
+        ----------
+        linear_displacement : array-like
+            (3, N0, N1, N2) linear Zel'dovich displacement at z = 0 [Mpc/h] on the trained grid
+            (1000/512 Mpc/h per cell); ndarray, memory map or h5py dataset (read tile by tile).
+        omega_m : float
+            Matter density of the cosmology.
+        z : float or sequence of float
+            Output redshift(s). The input tiles are read once for all of them.
+        velocity : bool
+            Also predict the peculiar velocity [km/s].
+        tile_size : int
+            Output cells per tile side, a multiple of 8 (input tiles are ``tile_size + 96``).
+            Peak memory grows with the tile size, not the box size.
+        batch_size : int
+            Tiles per network call.
+        box_size : float, optional
+            Box side [Mpc/h]; checked against the trained cell size when given.
+        out : list of (array-like, array-like or None), optional
+            Per redshift, destinations (3, N0, N1, N2) for displacement and velocity (memory maps
+            or h5py datasets for boxes larger than memory).
+        progress : bool
+            Show a progress bar (only on a terminal).
+
+        Returns
+        -------
+        Prediction or list of Prediction
+            One per redshift (a list when ``z`` is a sequence).
+        """
+        shape = _check_field(linear_displacement)
+        single = np.ndim(z) == 0
+        zs = [float(z)] if single else [float(v) for v in z]
+        if not zs:
+            raise InputError("z must name at least one redshift")
+        for v in zs + [omega_m]:
+            if not np.isfinite(v):
+                raise InputError(f"omega_m and z must be finite, got omega_m={omega_m!r}, z={z!r}")
+        omega_m = float(omega_m)
+        if not 0 < omega_m <= 1:
+            raise InputError(f"omega_m = {omega_m!r} is not a matter density in (0, 1]")
+        if min(zs) <= -1:
+            raise InputError(f"z must be > -1, got {zs}")
+        if box_size is not None and not box_size > 0:
+            raise InputError(f"box_size must be positive, got {box_size!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if velocity and not self.model.has_velocity:
+            raise InputError("this emulator has no velocity network (load it with velocity_checkpoint=...) ; pass velocity=False")
+        if box_size is not None and len(set(shape[1:])) != 1:
+            raise InputError(f"box_size needs a cubic grid, got {shape[1:]}")
+        self.model.domain.check(omega_m, zs, box_size, shape[1] if box_size is not None else None,
+                                self.allow_extrapolation)
+        plan = TilePlan(shape[1:], tile_size)
+        if out is None:
+            out = [(np.empty(shape, np.float32), np.empty(shape, np.float32) if velocity else None) for _ in zs]
+        elif len(out) != len(zs):
+            raise InputError(f"out must hold one (displacement, velocity) pair per redshift ({len(zs)}), got {len(out)}")
+        log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
+                 len(plan), tile_size, self.device, str(self.dtype).replace("torch.", ""))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
+        for batch in plan.batches(batch_size):
+            x = np.stack([periodic_read(linear_displacement, t.input_origin, t.input_size) for t in batch])
+            xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype) / 6.0
+            for (dis_out, vel_out), zi in zip(out, zs):
+                dis, vel = self.model.predict_tiles(xt, omega_m, zi, velocity)
+                self._write(dis_out, dis, batch)
+                if velocity:
+                    self._write(vel_out, vel, batch)
+            bar.update(len(batch))
+        bar.close()
+        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind,
+                "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
+        preds = [Prediction(d, v, zi, omega_m, dict(meta)) for (d, v), zi in zip(out, zs)]
+        return preds[0] if single else preds
+
+    @staticmethod
+    def _write(dst, tiles: torch.Tensor, batch) -> None:
+        arr = tiles.detach().to("cpu", torch.float32).numpy()
+        for t, a in zip(batch, arr):
+            (a0, a1, a2), (s0, s1, s2) = t.anchor, t.size
+            dst[:, a0:a0 + s0, a1:a1 + s1, a2:a2 + s2] = a[:, :s0, :s1, :s2]

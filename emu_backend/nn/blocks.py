@@ -1,0 +1,89 @@
+"""Residual and resampling blocks built from styled convolutions (SPEC 2.1).
+
+Sub-module indices reproduce the published state-dict keys: ``convs.0``, ``convs.1`` (activation,
+no parameters), ``convs.2`` and ``skip``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .styled_conv import StyledConv3d
+
+__all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "narrow_by"]
+
+#: PyTorch's default LeakyReLU slope, used by the published network.
+LEAKY_SLOPE = 0.01
+
+_LETTER_KIND = {"C": "conv", "D": "down", "U": "up"}
+
+
+def narrow_by(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Crop ``n`` cells from both ends of each of the three spatial axes of (N, C, D, H, W)."""
+    if n == 0:
+        return x
+    return x[:, :, n:-n, n:-n, n:-n]
+
+
+def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int) -> nn.ModuleList:
+    n_conv = sum(letter in _LETTER_KIND for letter in seq)
+    layers, i_conv = [], 0
+    for letter in seq:
+        if letter == "A":
+            layers.append(nn.LeakyReLU(LEAKY_SLOPE))
+        elif letter in _LETTER_KIND:
+            cin = in_chan if i_conv == 0 else mid_chan
+            cout = out_chan if i_conv == n_conv - 1 else mid_chan
+            layers.append(StyledConv3d(style_size, cin, cout, _LETTER_KIND[letter]))
+            i_conv += 1
+        else:
+            raise ValueError(f"unknown layer letter {letter!r} in seq {seq!r}; allowed: C, D, U, A")
+    return nn.ModuleList(layers)
+
+
+def _run(layers: nn.ModuleList, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x, style) if isinstance(layer, StyledConv3d) else layer(x)
+    return x
+
+
+class ConvStyledBlock(nn.Module):
+    """Plain sequence of styled layers, e.g. ``'DA'`` (down-sample + LeakyReLU) or ``'UA'``."""
+
+    def __init__(self, style_size: int, in_chan: int, out_chan: int, seq: str):
+        super().__init__()
+        self.convs = _build(seq, style_size, in_chan, out_chan, max(in_chan, out_chan))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """(N, Cin, n, n, n) -> (N, Cout, n', n', n')."""
+        return _run(self.convs, x, style)
+
+
+class ResStyledBlock(nn.Module):
+    """Residual block: main path of styled 3^3 convolutions plus a styled 1^3 skip.
+
+    A trailing ``'A'`` in ``seq`` is applied after the residual addition. The skip is centre-cropped
+    to the main path's size (one cell per side per 3^3 convolution).
+
+    Parameters
+    ----------
+    style_size, in_chan, out_chan : int
+    seq : str
+        ``'CACA'`` or ``'CAC'`` in the published network. Middle channels: ``max(in, out)``.
+    """
+
+    def __init__(self, style_size: int, in_chan: int, out_chan: int, seq: str):
+        super().__init__()
+        self.last_act = seq.endswith("A")
+        main = seq[:-1] if self.last_act else seq
+        self.convs = _build(main, style_size, in_chan, out_chan, max(in_chan, out_chan))
+        self.skip = StyledConv3d(style_size, in_chan, out_chan, "skip")
+        self.crop = main.count("C")
+        self.act = nn.LeakyReLU(LEAKY_SLOPE) if self.last_act else None
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """(N, Cin, n, n, n) -> (N, Cout, n - 2 * (number of 3^3 convs), ...)."""
+        y = narrow_by(self.skip(x, style), self.crop)
+        x = _run(self.convs, x, style) + y
+        return self.act(x) if self.act is not None else x

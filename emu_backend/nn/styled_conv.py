@@ -1,0 +1,161 @@
+"""Styled 3-D convolutions: StyleGAN2 modulation/demodulation without padding (SPEC 2.1).
+
+For one style vector ``s`` (length S) and a layer with parameters ``style_weight`` (Cin, S),
+``style_bias`` (Cin,), ``weight`` and ``bias`` (Cout,):
+
+1. ``m[i] = style_weight[i, :] @ s + style_bias[i]`` (plain affine map);
+2. ``w'[o, i, ...] = weight[o, i, ...] * m[i]``;
+3. ``w''[o, i, ...] = w'[o, i, ...] / sqrt(sum_{i, taps} w'[o, i, ...]^2 + 1e-8)``;
+4. ``y = conv(x, w'') + bias``, stride 1 (kernel 3 or 1), stride 2 (kernel 2, down) or a
+   stride-2 transposed convolution (kernel 2, up; weight stored (Cin, Cout, 2, 2, 2)).
+
+The style is either shared by the whole batch, shape (S,) - the weights are folded once and a plain
+convolution runs on the batch - or given per sample, shape (N, S) - a grouped convolution applies
+each sample's own weights (the batch-1 result for every sample).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["KINDS", "StyledConv3d", "modulated_weight"]
+
+#: kind -> (kernel size, stride, transposed)
+KINDS = {
+    "conv": (3, 1, False),
+    "skip": (1, 1, False),
+    "down": (2, 2, False),
+    "up": (2, 2, True),
+}
+
+DEMOD_EPS = 1e-8
+
+
+def modulated_weight(
+    weight: torch.Tensor,
+    style_weight: torch.Tensor,
+    style_bias: torch.Tensor,
+    style: torch.Tensor,
+    transposed: bool = False,
+    eps: float = DEMOD_EPS,
+) -> torch.Tensor:
+    """Modulate and demodulate a convolution weight for one or several styles.
+
+    Parameters
+    ----------
+    weight : Tensor
+        (Cout, Cin, k, k, k), or (Cin, Cout, k, k, k) when ``transposed``.
+    style_weight : Tensor
+        (Cin, S).
+    style_bias : Tensor
+        (Cin,).
+    style : Tensor
+        (S,) for one style or (N, S) for one style per sample.
+    transposed : bool
+        Whether ``weight`` is in transposed-convolution order (input channels first).
+    eps : float
+        Added inside the square root of the demodulation.
+
+    Returns
+    -------
+    Tensor
+        Same layout as ``weight``, with a leading (N,) axis when ``style`` is (N, S).
+    """
+    m = style @ style_weight.T + style_bias  # (Cin,) or (N, Cin)
+    in_dim = 0 if transposed else 1
+    shape = [1] * weight.dim()
+    shape[in_dim] = -1
+    if style.dim() == 1:
+        w = weight * m.view(shape)
+        sum_dims = [d for d in range(w.dim()) if d != 1 - in_dim]
+    else:
+        w = weight.unsqueeze(0) * m.view([m.shape[0]] + shape)
+        out_dim = 2 - in_dim  # output-channel axis after the leading sample axis
+        sum_dims = [d for d in range(1, w.dim()) if d != out_dim]
+    return w * torch.rsqrt(w.pow(2).sum(dim=sum_dims, keepdim=True) + eps)
+
+
+class StyledConv3d(nn.Module):
+    """One styled convolution of kind ``conv`` (3^3), ``skip`` (1^3), ``down`` or ``up`` (2^3, stride 2).
+
+    Parameters
+    ----------
+    style_size : int
+        Length S of the style vector.
+    in_chan, out_chan : int
+        Channel counts.
+    kind : {"conv", "skip", "down", "up"}
+        Which convolution (SPEC 2.1 table).
+
+    Notes
+    -----
+    Spatial sizes: conv n -> n-2, skip n -> n, down n -> n//2, up n -> 2n (no padding anywhere).
+    """
+
+    def __init__(self, style_size: int, in_chan: int, out_chan: int, kind: str):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        k, self.stride, self.transposed = KINDS[kind]
+        self.kind = kind
+        self.style_size, self.in_chan, self.out_chan = style_size, in_chan, out_chan
+        self.style_weight = nn.Parameter(torch.empty(in_chan, style_size))
+        self.style_bias = nn.Parameter(torch.empty(in_chan))
+        wshape = (in_chan, out_chan) if self.transposed else (out_chan, in_chan)
+        self.weight = nn.Parameter(torch.empty(*wshape, k, k, k))
+        self.bias = nn.Parameter(torch.empty(out_chan))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference initialisation: kaiming-uniform(a=sqrt 5), fan-in bias, style bias 1."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.style_weight, a=math.sqrt(5))
+        fan_in = self.in_chan * self.weight[0, 0].numel()
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.bias, -bound, bound)
+        nn.init.ones_(self.style_bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, style_size={self.style_size}, {self.in_chan} -> {self.out_chan}"
+
+    def folded_weight(self, style: torch.Tensor) -> torch.Tensor:
+        """The plain convolution weight for style ``style`` (S,) or (N, S)."""
+        return modulated_weight(self.weight, self.style_weight, self.style_bias, style, self.transposed)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Apply the styled convolution.
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, Cin, D, H, W).
+        style : Tensor
+            (S,) shared by the batch, or (N, S) per sample.
+
+        Returns
+        -------
+        Tensor
+            (N, Cout, D', H', W').
+        """
+        if style.dim() == 2 and style.shape[0] == 1:
+            style = style[0]
+        w = self.folded_weight(style)
+        op = F.conv_transpose3d if self.transposed else F.conv3d
+        if style.dim() == 1:
+            return op(x, w, self.bias, stride=self.stride)
+        n = x.shape[0]
+        if style.shape[0] != n:
+            raise ValueError(f"style batch {style.shape[0]} does not match input batch {n}")
+        # grouped convolution: sample b uses its own weights w[b]
+        y = op(
+            x.reshape(1, n * x.shape[1], *x.shape[2:]),
+            w.reshape(-1, *w.shape[2:]),  # (N*Cout, Cin, k^3), or (N*Cin, Cout, k^3) transposed
+            self.bias.repeat(n),
+            stride=self.stride,
+            groups=n,
+        )
+        return y.reshape(n, self.out_chan, *y.shape[2:])

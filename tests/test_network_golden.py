@@ -1,0 +1,96 @@
+"""The network and the two model conventions reproduce the reference code's golden vectors."""
+
+import numpy as np
+import pytest
+import torch
+
+from emu_backend.checkpoints import load_published
+from emu_backend.cosmology import growth_factor, velocity_norm
+from emu_backend.inference import EmuModel, ZdepModel, emu_style
+from emu_backend.nn import StyledVNet
+
+torch.set_num_threads(max(torch.get_num_threads(), 1))
+
+
+@pytest.fixture(scope="module")
+def x104(golden):
+    return torch.from_numpy(np.load(golden / "input_n104.npy"))
+
+
+def test_parameter_counts():
+    # SPEC 5.1: 3,352,210 (style size 1) and 3,354,776 (style size 2)
+    assert sum(p.numel() for p in StyledVNet(1).parameters()) == 3_352_210
+    assert sum(p.numel() for p in StyledVNet(2).parameters()) == 3_354_776
+
+
+def test_state_dict_keys_and_order(golden):
+    rows = [l.split("|") for l in (golden / "STATE_DICT_KEYS.txt").read_text().splitlines() if l and not l.startswith("#")]
+    for s, col in ((1, 1), (2, 2)):
+        sd = StyledVNet(s).state_dict()
+        assert list(sd) == [r[0].strip() for r in rows]
+        assert [str(tuple(v.shape)).replace(",)", ",)") for v in sd.values()] == [r[col].strip() for r in rows]
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
+def test_emu_d2d_tile(golden, x104, dtype):
+    net = load_published(golden / "emu_d2d" / "checkpoint.pt")
+    case = golden / "emu_d2d" / "tile_n104_om0p30"
+    style = torch.from_numpy(np.load(case / "style.npy"))
+    ref_name = "output.npy" if dtype == "float32" else "output_f64.npy"
+    ref = np.load(case / ref_name)
+    dt = getattr(torch, dtype)
+    # the model convention: style from Omega_m in float32, output in Mpc/h = network units * 6
+    assert torch.equal(emu_style(0.30), style[0])
+    dis, _ = EmuModel(net.to(dt)).predict_tiles(x104.to(dt), 0.30, 0.0, velocity=False)
+    # golden README: float32 max abs <= 1e-5 (conv algorithm freedom); float64 ~1e-10 (normalised units)
+    np.testing.assert_allclose(dis.numpy() / 6.0, ref, rtol=0, atol=1e-5 if dtype == "float32" else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
+def test_zdep_tile_displacement_and_velocity(golden, x104, dtype):
+    net = load_published(golden / "zdep" / "checkpoint.pt")
+    case = golden / "zdep" / "tile_n104_om0p25_z1p0"
+    om, z = 0.25, 1.0
+    # the growth factor the reference fed the model, cast to float32
+    assert np.float32(growth_factor(z, om)) == np.load(case / "dz.npy")[0]
+    suffix = "" if dtype == "float32" else "_f64"
+    ref_dis = np.load(case / f"output{suffix}.npy")
+    ref_vel = np.load(case / f"velocity{suffix}.npy")
+    dt = getattr(torch, dtype)
+    model = ZdepModel(net.to(dt))
+    if dtype == "float32":
+        dis, vel = model.predict_tiles(x104.to(dt), om, z, velocity=True)
+        dis, vel = dis.numpy() / 6.0, vel.numpy() / velocity_norm(z, om)
+        # README tolerances: displacement max 1e-5; jvp velocity rms < 1e-3 std, max < 1e-2 max|v| (LeakyReLU kinks)
+        np.testing.assert_allclose(dis, ref_dis, rtol=0, atol=1e-5)
+        diff = vel - ref_vel
+        assert np.sqrt(np.mean(diff**2)) < 1e-3 * ref_vel.std()
+        assert np.abs(diff).max() < 1e-2 * np.abs(ref_vel).max()
+    else:
+        # float64 CPU convolutions are slow: one jvp, with the reference's exact inputs (it fed D
+        # rounded to float32; the model computes D in float64, ~1e-8 away), float64 agrees to round-off: ~1e-10 absolute, 1e-9 relative
+        dz32 = torch.tensor(float(np.load(case / "dz.npy")[0]), dtype=dt)
+        fn = model.displacement_fn(x104.to(dt), torch.tensor(om, dtype=dt))
+        with torch.no_grad():
+            out, tangent = torch.func.jvp(fn, (dz32,), (torch.ones_like(dz32),))
+        np.testing.assert_allclose(out.numpy(), ref_dis, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(tangent.numpy(), ref_vel, rtol=0, atol=1e-9 * np.abs(ref_vel).max())
+
+
+def test_zdep_velocity_equals_finite_difference():
+    """Independent of the golden file: the jvp equals a central difference in D (float64, narrow net)."""
+    torch.manual_seed(3)
+    net = StyledVNet(2, width=8).double()
+    x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
+    om = torch.tensor(0.3, dtype=torch.float64)
+    dz = torch.tensor(0.7, dtype=torch.float64)
+    f = ZdepModel(net).displacement_fn(x, om)
+    with torch.no_grad():
+        _, jvp = torch.func.jvp(f, (dz,), (torch.ones_like(dz),))
+        h = 1e-7
+        fd = (f(dz + h) - f(dz - h)) / (2 * h)
+    # float64, h = 1e-7: round-off ~1e-16/h ~ 1e-9; LeakyReLU kinks crossed inside [D-h, D+h] add an
+    # O(h) error to the outputs whose receptive field holds them (measured: rms ~7e-8 relative)
+    err = (jvp - fd).abs().flatten()
+    assert err.pow(2).mean().sqrt() < 1e-6 * jvp.std()
+    assert torch.quantile(err, 0.999) < 1e-5 * jvp.abs().max()
