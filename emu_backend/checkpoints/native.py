@@ -92,7 +92,7 @@ def _checksum(meta: Mapping, networks: Mapping[str, Mapping[str, torch.Tensor]])
 
 
 def _versions() -> dict:
-    return {"emu_backend": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"emu_backend": str(__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
             "python": platform.python_version()}
 
 

@@ -1,1 +1,1 @@
-"""emu_backend.cli"""
+"""The ``emu-backend`` command line: a thin layer over library calls (see :mod:`emu_backend.cli.main`)."""

@@ -1,11 +1,15 @@
 """Inference: the published model conventions, periodic tiling and the :class:`Emulator`."""
 
+from .default import UNTRAINED_WARNING, default_emulator, default_weights_path
 from .domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from .emulator import MODEL_KINDS, Emulator, Prediction
 from .models import EmulatorModel, EmuModel, ZdepModel, emu_style, zdep_style
 from .tiling import PAD, Tile, TilePlan, periodic_read
 
 __all__ = [
+    "UNTRAINED_WARNING",
+    "default_emulator",
+    "default_weights_path",
     "MODEL_KINDS",
     "PAD",
     "TRAINED_CELL_SIZE_MPC_H",

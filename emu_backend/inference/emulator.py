@@ -108,6 +108,7 @@ class Emulator:
         self.allow_extrapolation = allow_extrapolation
         self.checksum = checksum
         self.source = source
+        self.untrained = False  # True for the random stand-in of default_emulator()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -256,7 +257,7 @@ class Emulator:
                     self._write(vel_out, vel, batch)
             bar.update(len(batch))
         bar.close()
-        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind,
+        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind, "untrained": self.untrained,
                 "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
         preds = [Prediction(d, v, zi, omega_m, dict(meta)) for (d, v), zi in zip(out, zs)]
         return preds[0] if single else preds

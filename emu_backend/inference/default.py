@@ -1,0 +1,49 @@
+"""The default emulator: the package's shipped weights, or, until trained weights ship, a seeded
+random initialisation that is flagged loudly everywhere it is used."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import torch
+
+from ..nn import StyledVNet
+from .emulator import Emulator
+from .models import ZdepModel
+
+__all__ = ["DEFAULT_WEIGHTS_NAME", "default_weights_path", "default_emulator", "UNTRAINED_WARNING"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_NAME = "default_zdep.emu"
+UNTRAINED_WARNING = (
+    "NO TRAINED WEIGHTS ARE SHIPPED YET: the default emulator uses a seeded RANDOM initialisation of "
+    "the published architecture. Its outputs are NOT physical. Pass weights=PATH (a published "
+    "map2map checkpoint, the JAX port's .npz, or an emu_backend model file) for real predictions."
+)
+
+
+def default_weights_path():
+    """Path of the shipped weights file, or None when the package ships none."""
+    ref = resources.files("emu_backend") / "data" / DEFAULT_WEIGHTS_NAME
+    return ref if ref.is_file() else None
+
+
+def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = False) -> Emulator:
+    """The shipped emulator (map2map_zdep convention), or an untrained stand-in with a warning.
+
+    The stand-in is reproducible: ``torch.manual_seed(0)`` initialisation in a private generator
+    state, so the global RNG is untouched.
+    """
+    path = default_weights_path()
+    if path is not None:
+        return Emulator.from_checkpoint(path, device=device, dtype=dtype, allow_extrapolation=allow_extrapolation)
+    log.warning(UNTRAINED_WARNING)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = StyledVNet(style_size=2)
+    emu = Emulator(ZdepModel(net), device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
+                   source="untrained-random-seed0")
+    emu.untrained = True
+    return emu
