@@ -1,0 +1,190 @@
+"""Tests of the ``emu-backend`` command line (emu_backend.cli)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import emu_backend
+from emu_backend.cli.config import RunConfig, config_from_mapping
+from emu_backend.cli.main import main
+from emu_backend.cli.plot import png_metadata
+from emu_backend.cosmology import PLANCK18, QUIJOTE_FIDUCIAL
+from emu_backend.errors import InputError
+from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.io.fields import read_fields
+from emu_backend.nn import StyledVNet
+
+FAST = ["--backend", "za", "-n", "16"]
+
+
+def _run(capsys, *args):
+    code = main(["run", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _toml(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_writes_the_expected_files(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = _run(capsys, *FAST, "--out", out_dir)
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["power.png", "run.json", "snap_000.hdf5", "snap_001.hdf5"]
+    for name in names:  # the report lists every file written
+        assert str(out_dir / name) in out
+
+    with h5py.File(out_dir / "snap_001.hdf5", "r") as f:
+        box = f["Header"].attrs["BoxSize"]
+        pos = f["PartType1/Coordinates"][...]
+        assert box == pytest.approx(31.25e3)  # kpc/h
+        assert pos.shape == (16**3, 3) and pos.min() >= 0 and pos.max() < box
+        assert f["Header"].attrs["Redshift"] == pytest.approx(1.0)
+        prov = f["Provenance"].attrs
+        meta = json.loads(prov["meta_json"])
+    # every file records version, config, seed, checksum and cosmology
+    assert meta["package_version"] == emu_backend.__version__ and meta["seed"] == 42
+    assert meta["config"]["grid"] == 16 and meta["cosmology"] == QUIJOTE_FIDUCIAL.to_dict()
+    assert "checksum" in meta and meta["backend"] == "za"
+
+    summary = json.loads((out_dir / "run.json").read_text())
+    assert summary["versions"]["emu_backend"] == emu_backend.__version__
+    assert summary["seed"] == 42 and summary["checksum"] is None and summary["untrained"] is False
+    assert summary["config"]["z"] == [0.0, 1.0] and summary["cosmology"]["name"] == "quijote_fiducial"
+    assert [os.path.basename(p) for p in summary["files"]] == ["snap_000.hdf5", "snap_001.hdf5", "power.png"]
+    png = png_metadata(out_dir / "power.png")
+    assert png["seed"] == 42 and png["config"]["backend"] == "za" and "checksum" in png
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    assert _run(capsys, *FAST, "--no-plot", "--out", out_dir)[0] == 0
+    before = (out_dir / "snap_000.hdf5").read_bytes()
+    code, _, err = _run(capsys, *FAST, "--no-plot", "--seed", 1, "--out", out_dir)
+    assert code == 2
+    assert err.startswith("error: ") and "snap_000.hdf5" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert (out_dir / "snap_000.hdf5").read_bytes() == before
+    code, _, err = _run(capsys, *FAST, "--no-plot", "--seed", 1, "--out", out_dir, "--overwrite")
+    assert code == 0, err
+    assert (out_dir / "snap_000.hdf5").read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("grdi = 16\n", ["'grdi'"]),
+        ("grid = 'big'\n", ["'grid'", "integer"]),
+        ("grid = 16.0\n", ["'grid'", "integer"]),
+        ("z = [-0.5]\n", ["'z'", "-0.5"]),
+        ("z = [0.0]\na = [1.0]\n", ["'z'", "'a'"]),
+        ("format = 'fits'\n", ["'format'", "gadget"]),
+        ("overwrite = 'yes'\n", ["'overwrite'", "true or false"]),
+        ("[cosmology]\nomega_m = 1.5\n", ["omega_m", "1.5"]),
+        ("[cosmology]\npreset = 'planck18'\nomega_x = 0.1\n", ["cosmology.omega_x"]),
+        ("cosmology = 'lcdm'\n", ["'cosmology'", "planck18"]),
+        ("backend = 'gadget4'\n", ["'backend'", "2lpt"]),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, text, names):
+    code, _, err = _run(capsys, "--config", _toml(tmp_path, text), "--out", tmp_path / "out")
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    for name in names:
+        assert name in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, _, err = _run(capsys, "--omega-m", 1.5, "--out", out_dir)
+    assert code == 2 and "omega_m" in err
+    code, _, err = _run(capsys, "--omega-m", 0.7, "-n", 8, "--out", out_dir)  # outside the emulator's domain
+    assert code == 2 and "omega_m = 0.7" in err and "allow_extrapolation" in err
+    code, _, err = _run(capsys, "--z", 9, "-n", 8, "--out", out_dir)
+    assert code == 2 and "z = 9.0" in err
+    code, _, err = _run(capsys, "--seed", "x")  # argparse's own usage error
+    assert code == 2 and "--seed" in err
+    code, _, err = _run(capsys, "--tile", 12)
+    assert code == 2 and "'tile'" in err
+    assert not out_dir.exists()
+
+
+def test_flags_win_over_the_config_file(tmp_path, capsys):
+    path = _toml(tmp_path, "seed = 1\ngrid = 8\nz = [0.5]\nbackend = 'za'\nplot = false\n"
+                           "[cosmology]\npreset = 'planck18'\n")
+    code, _, err = _run(capsys, "--config", path, "--seed", 5, "--a", "1.0,0.5", "--out", tmp_path / "o")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert summary["seed"] == 5 and summary["config"]["grid"] == 8
+    assert summary["config"]["a"] == [1.0, 0.5] and summary["config"]["z"] is None
+    assert [o["z"] for o in summary["outputs"]] == [0.0, 1.0]
+    assert summary["cosmology"] == PLANCK18.to_dict()
+
+
+def test_run_config_defaults_and_validation():
+    c = RunConfig()
+    assert (c.grid, c.seed, c.z, c.backend, c.format, c.out) == (32, 42, (0.0, 1.0), "emulator", "gadget", "emu_out")
+    assert c.box_size_mpc_h == pytest.approx(62.5) and c.cosmology == QUIJOTE_FIDUCIAL
+    assert config_from_mapping({"a": [0.5]}).redshifts == (1.0,)
+    with pytest.raises(InputError, match="'n_files'"):
+        RunConfig(n_files=0)
+    with pytest.raises(InputError, match="'length_unit'"):
+        RunConfig(length_unit="m")
+
+
+def test_emulator_weights_file_and_npz_fields(tmp_path, capsys):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    checksum = emu.save(tmp_path / "narrow.emu")
+    code, out, err = _run(capsys, "-n", 8, "--z", 0.5, "--weights", tmp_path / "narrow.emu", "--format", "npz",
+                          "--baseline", "none", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "NOT PHYSICAL" not in out and checksum in out
+    fields = read_fields(tmp_path / "o" / "fields_000.npz")
+    assert fields.displacement.shape == (3, 8, 8, 8) and fields.z == pytest.approx(0.5)
+    assert fields.meta["checksum"] == checksum and fields.meta["config"]["format"] == "npz"
+    assert fields.meta["untrained"] is False and fields.meta["backend"] == "emulator"
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["checksum"] == checksum
+
+
+@pytest.mark.slow
+def test_default_run_end_to_end(tmp_path, capsys):
+    """The embedded default (untrained full-width weights) on a smaller grid: banner, files, provenance."""
+    out_dir = tmp_path / "default"
+    code, out, err = _run(capsys, "-n", 16, "--tile", 16, "--z", 0, "--out", out_dir)
+    assert code == 0, err
+    assert "NOT PHYSICAL" in out and "UNTRAINED" in out
+    assert "NOT physical" in err  # the library's logged warning
+    assert sorted(p.name for p in out_dir.iterdir()) == ["power.png", "run.json", "snap_000.hdf5"]
+    summary = json.loads((out_dir / "run.json").read_text())
+    assert summary["untrained"] is True and summary["backend"] == "emulator"
+    with h5py.File(out_dir / "snap_000.hdf5", "r") as f:
+        meta = json.loads(f["Provenance"].attrs["meta_json"])
+        assert np.all(f["PartType1/Coordinates"][...] < f["Header"].attrs["BoxSize"])
+    assert meta["untrained"] is True and meta["weights_source"] == "untrained-random-seed0"
+
+
+def test_help_and_module_entry_point(capsys):
+    assert main(["--help"]) == 0
+    assert "run" in capsys.readouterr().out
+    assert main(["run", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--device", "--tile", "--seed", "--z", "--out", "--format", "--overwrite", "--verbose"):
+        assert flag in help_text
+    res = subprocess.run([sys.executable, "-m", "emu_backend", "--version"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and emu_backend.__version__ in res.stdout
