@@ -165,7 +165,7 @@ def test_emulator_weights_file_and_npz_fields(tmp_path, capsys):
 def test_default_run_end_to_end(tmp_path, capsys):
     """The embedded default (untrained full-width weights) on a smaller grid: banner, files, provenance."""
     out_dir = tmp_path / "default"
-    code, out, err = _run(capsys, "-n", 16, "--tile", 16, "--z", 0, "--out", out_dir)
+    code, out, err = _run(capsys, "-n", 8, "--tile", 8, "--z", 0, "--out", out_dir)
     assert code == 0, err
     assert "NOT PHYSICAL" in out and "UNTRAINED" in out
     assert "NOT physical" in err  # the library's logged warning

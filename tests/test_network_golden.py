@@ -94,3 +94,26 @@ def test_zdep_velocity_equals_finite_difference():
     err = (jvp - fd).abs().flatten()
     assert err.pow(2).mean().sqrt() < 1e-6 * jvp.std()
     assert torch.quantile(err, 0.999) < 1e-5 * jvp.abs().max()
+
+
+def test_emu_v2v_scalings_match_reference_table(golden):
+    """SPEC 3.1: v2v input = ZA/6 * f(0,Om)/f(0,0.31), output * 6*100*f(0,0.31) = 313.4221 km/s.
+    The factors are taken from the reference table, the network is a narrow random one."""
+    import json
+
+    from emu_backend.cosmology import growth_rate
+
+    rows = {(r["Om"], r["z"]): r for r in json.loads((golden / "cosmology_table.json").read_text())}
+    f_ref = rows[(0.31, 0.0)]["f"]
+    assert 600 * f_ref == pytest.approx(313.4221, abs=1e-4)
+    # the reference evaluates f(0, Om) at the float32 Omega_m read from its style file
+    f_om = growth_rate(0.0, float(np.float32(0.3)))
+    assert f_om == pytest.approx(rows[(0.3, 0.0)]["f"], rel=1e-7)  # float32 rounding of Om: ~2e-8
+    torch.manual_seed(0)
+    d2d, v2v = StyledVNet(1, width=4).double(), StyledVNet(1, width=4).double()
+    x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
+    _, vel = EmuModel(d2d, v2v).predict_tiles(x, 0.3, 0.0, velocity=True)
+    with torch.no_grad():
+        expected = v2v(x * (f_om / f_ref), emu_style(0.3, dtype=torch.float64)) * (600 * f_ref)
+    # table values vs our closed forms agree to 1e-10 relative: float64 round-off level here
+    torch.testing.assert_close(vel, expected, rtol=1e-9, atol=1e-9)
