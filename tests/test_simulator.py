@@ -125,6 +125,8 @@ def test_backend_instances_and_names_are_interchangeable(ics):
     by_name = simulate(ics, COSMO, z=0.5, backend="za")[0]
     by_instance = simulate(ics, COSMO, z=0.5, backend=ZABackend())[0]
     assert np.array_equal(by_name.positions, by_instance.positions)
+    lpt2 = simulate(ics, COSMO, z=0.5, backend=LPT2Backend())[0]
+    assert np.array_equal(lpt2.positions, simulate(ics, COSMO, z=0.5, backend="2lpt")[0].positions)
     assert {"emulator", "za", "2lpt", "jaxpm", "pmwd"} <= set(available_backends())
 
 

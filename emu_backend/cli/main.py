@@ -6,7 +6,8 @@ Subcommands are registered in :data:`SUBCOMMANDS` as ``name -> (add_arguments, h
 
 Examples
 --------
->>> main(["run", "--help"])  # doctest: +SKIP
+>>> build_parser().prog
+'emu-backend'
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
 BANNER = "\n".join([
     "!" * 78,
-    "!!  UNTRAINED EMULATOR WEIGHTS: the default emulator is a seeded RANDOM network.".ljust(76) + "!!",
-    "!!  These outputs are NOT PHYSICAL. Pass --weights PATH for real predictions.".ljust(76) + "!!",
+    "!!" + "UNTRAINED EMULATOR WEIGHTS: the default network is RANDOM.".center(74) + "!!",
+    "!!" + "These outputs are NOT PHYSICAL. Pass --weights PATH for real ones.".center(74) + "!!",
     "!" * 78,
 ])
 
@@ -144,13 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbosity: int) -> None:
+    """Log to the current stderr at WARNING (default), INFO (-v) or DEBUG (-vv)."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
-    if not any(getattr(h, "_emu_backend_cli", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._emu_backend_cli = True
-        root.addHandler(handler)
+    for old in [h for h in root.handlers if getattr(h, "_emu_backend_cli", False)]:
+        root.removeHandler(old)  # a previous main() call in the same process (tests, notebooks)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._emu_backend_cli = True
+    root.addHandler(handler)
     root.setLevel(level)
 
 

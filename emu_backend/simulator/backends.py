@@ -193,12 +193,11 @@ class EmulatorBackend(Backend):
                 "tile_size": self.tile_size, "batch_size": self.batch_size}
 
     def run(self, ics, cosmology, z):
-        from ..inference import UNTRAINED_WARNING
-
         if ics.n < 8:
             raise InputError(f"the emulator needs at least 8 particles per side, got n = {ics.n}")
         if self.untrained:
-            logger.warning(UNTRAINED_WARNING)
+            logger.warning("the emulator backend is running UNTRAINED (random) weights (%s): the snapshots are "
+                           "NOT physical and carry meta['untrained'] = True", self.emulator.source or "no source")
         tile = self.tile_size or _auto_tile(ics.n)
         emu = self.emulator
         saved = emu.allow_extrapolation
