@@ -117,3 +117,19 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="a ="):
         FieldData(dis, vel, BOX, 0.0, PLANCK18)
     assert not list(tmp_path.iterdir())  # nothing written on refused input
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from emu_backend.io.atomic import atomic_path
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "f.txt").st_mode) == 0o644  # not mkstemp's 0600
+    assert os.listdir(tmp_path) == ["f.txt"]  # no temporary left behind
