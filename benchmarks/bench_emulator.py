@@ -1,0 +1,102 @@
+"""Emulator throughput on this machine, as ratios against reference runs in the same process.
+
+Prints, for one tile size:
+- the network's FLOPs per output voxel;
+- achieved GFLOP/s of the emulator forward pass next to the machine's plain ``conv3d`` throughput
+  (64 -> 64 channels, 3^3 kernel, same spatial size: the practical limit), as a ratio;
+- the speed ratio against a straightforward implementation (per-sample modulated weights applied as a
+  grouped convolution, batch 1, float32 - the way the published code runs), same input;
+- displacement + velocity time over displacement-only time.
+
+Usage: python benchmarks/bench_emulator.py [--tile 32] [--width 64] [--threads N] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from emu_backend.inference import ZdepModel
+from emu_backend.nn import StyledConv3d, StyledVNet
+from emu_backend.nn.flops import network_flops
+
+
+def best_time(fn, repeat):
+    fn()  # warm-up (allocator, MKL-DNN primitive creation)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+class Straightforward:
+    """The published code's way: every styled conv computes per-sample weights and runs a grouped
+    convolution over the batch folded into channels (batch 1 here)."""
+
+    def __init__(self, net: StyledVNet):
+        self.net = net
+
+    def __enter__(self):
+        self._orig = StyledConv3d.forward
+
+        def forward(layer, x, style):
+            s = style.reshape(1, -1)
+            w = layer.folded_weight(s)  # (1, ...) per-sample weights
+            op = F.conv_transpose3d if layer.transposed else F.conv3d
+            y = op(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, *w.shape[2:]), layer.bias, stride=layer.stride, groups=1)
+            return y
+
+        StyledConv3d.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        StyledConv3d.forward = self._orig
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tile", type=int, default=32, help="output tile size (input = tile + 96)")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=2)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = args.tile + 96
+    torch.manual_seed(0)
+    net = StyledVNet(2, width=args.width).eval()
+    model = ZdepModel(net)
+    x = torch.randn(1, 3, n, n, n)
+    flops = network_flops(net, n)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"tile: input {n}^3 -> output {args.tile}^3, width {args.width}: {flops / 1e9:.1f} GFLOP per tile, "
+          f"{flops / args.tile**3 / 1e6:.2f} MFLOP per output voxel")
+
+    with torch.no_grad():
+        # the practical limit: one plain 64->64 3^3 convolution at the tile's full resolution
+        xc = torch.randn(1, args.width, n - 4, n - 4, n - 4)
+        wc = torch.randn(args.width, args.width, 3, 3, 3)
+        t_conv = best_time(lambda: F.conv3d(xc, wc), args.repeat)
+        conv_gflops = 2 * args.width**2 * 27 * (n - 6) ** 3 / t_conv / 1e9
+
+        t_dis = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+        t_vel = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
+        with Straightforward(net):
+            t_ref = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+
+    emu_gflops = flops / t_dis / 1e9
+    print(f"plain conv3d throughput:           {conv_gflops:8.1f} GFLOP/s  (reference, same run)")
+    print(f"emulator forward throughput:       {emu_gflops:8.1f} GFLOP/s  ratio {emu_gflops / conv_gflops:.2f}")
+    print(f"emulator displacement only:        {t_dis:8.2f} s per tile  ({t_dis / args.tile**3 * 1e6:.2f} us per voxel)")
+    print(f"straightforward implementation:    {t_ref:8.2f} s per tile  speed-up {t_ref / t_dis:.2f}x")
+    print(f"displacement + velocity (jvp):     {t_vel:8.2f} s per tile  ratio to displacement only {t_vel / t_dis:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The Python examples in the documentation run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.mark.parametrize("page", ["simulator.md"])
+def test_python_blocks_run(page):
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, f"no python block in {page}"
+    for code in blocks:
+        exec(compile(code, str(DOCS / page), "exec"), {})
