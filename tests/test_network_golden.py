@@ -117,3 +117,23 @@ def test_emu_v2v_scalings_match_reference_table(golden):
         expected = v2v(x * (f_om / f_ref), emu_style(0.3, dtype=torch.float64)) * (600 * f_ref)
     # table values vs our closed forms agree to 1e-10 relative: float64 round-off level here
     torch.testing.assert_close(vel, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("force_fallback", [False, True])
+def test_dual_velocity_equals_jvp(force_fallback):
+    """The folded forward-mode path (default) equals torch.func.jvp through the network (float64)."""
+    torch.manual_seed(11)
+    net = StyledVNet(2, width=4).double()
+    if force_fallback:  # a zero modulation makes every layer take the general two-convolution tangent
+        style = torch.tensor([(0.25 - 0.3) * 5, growth_factor(0.5, 0.25) - 1], dtype=torch.float64)
+        with torch.no_grad():
+            for mod in net.modules():
+                if hasattr(mod, "style_bias"):
+                    mod.style_bias[0] = -(mod.style_weight[0] @ style)
+                    assert abs(float(mod.style_weight[0] @ style + mod.style_bias[0])) < 1e-3
+    x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
+    dual = ZdepModel(net, velocity_method="dual").predict_tiles(x, 0.25, 0.5, velocity=True)
+    ref = ZdepModel(net, velocity_method="jvp").predict_tiles(x, 0.25, 0.5, velocity=True)
+    # same derivative, different association of the float64 sums: round-off ~1e-12 relative
+    torch.testing.assert_close(dual[0], ref[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(dual[1], ref[1], rtol=0, atol=1e-9 * ref[1].abs().max().item())

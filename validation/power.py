@@ -137,7 +137,10 @@ def power_spectrum(field, box_size: float, k_edges=None, field2=None) -> PowerSp
         pk = (fk * gk.conj()).real
     pk = pk.ravel() * (box**3 / float(n) ** 6)
 
-    edges = default_k_edges(n, box) if k_edges is None else np.asarray(k_edges, dtype=np.float64)
+    try:
+        edges = default_k_edges(n, box) if k_edges is None else np.asarray(k_edges, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"k_edges must be a finite, strictly increasing 1-d array of >= 2 edges, got {k_edges!r}") from exc
     if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
         raise InputError(f"k_edges must be a finite, strictly increasing 1-d array of >= 2 edges, got {k_edges!r}")
     kmag, weight = _mode_grid(n, box)

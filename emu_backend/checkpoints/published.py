@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, FileFormatError
+from ..errors import CheckpointError, FileFormatError, InputError
 from ..nn import StyledVNet, VNetArch
 
 __all__ = ["read_torch_file", "extract_state_dict", "infer_arch", "check_state_dict", "load_published"]
@@ -43,8 +42,10 @@ def read_torch_file(path, allow_pickle: bool = False):
             f"{str(path)!r} holds objects other than tensors and plain containers; if you trust the "
             f"file, load it with allow_pickle=True ({exc})"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as exc:
-        raise FileFormatError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt?): {exc}") from exc
+    except Exception as exc:  # torch.load raises many types for damaged archives (IndexError, struct.error, ...)
+        raise FileFormatError(
+            f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt?): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def extract_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -73,13 +74,22 @@ def infer_arch(sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> VN
     """Architecture arguments read off the tensor shapes of a state dict."""
     try:
         first = sd["conv_l00.convs.0.style_weight"]
-        in_w = sd["conv_l00.convs.0.weight"]
+        # the skip convolution maps in_chan -> width; convs.0 has max(in_chan, width) outputs
+        in_w = sd["conv_l00.skip.weight"]
         out_b = sd["conv_r01.skip.bias"]
     except KeyError as exc:
         raise CheckpointError(f"{source}: not a StyledVNet state dict, tensor {exc.args[0]!r} is missing") from None
-    return VNetArch(
-        style_size=int(first.shape[1]), in_chan=int(in_w.shape[1]), out_chan=int(out_b.shape[0]), width=int(in_w.shape[0])
-    )
+    if first.dim() != 2 or in_w.dim() != 5 or out_b.dim() != 1:
+        raise CheckpointError(
+            f"{source}: not a StyledVNet state dict, tensor shapes {tuple(first.shape)}, {tuple(in_w.shape)}, "
+            f"{tuple(out_b.shape)} of conv_l00.convs.0.style_weight, conv_l00.skip.weight, conv_r01.skip.bias "
+            "should have 2, 5 and 1 dimensions"
+        )
+    try:
+        return VNetArch(style_size=int(first.shape[1]), in_chan=int(in_w.shape[1]), out_chan=int(out_b.shape[0]),
+                        width=int(in_w.shape[0]))
+    except InputError as exc:
+        raise CheckpointError(f"{source}: cannot infer the StyledVNet architecture: {exc}") from exc
 
 
 def check_state_dict(net: StyledVNet, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -93,6 +103,7 @@ def check_state_dict(net: StyledVNet, sd: Mapping[str, torch.Tensor], source: st
         if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)
     ]
     nonfloat = [f"{k}: {sd[k].dtype}" for k in expected if k in sd and not sd[k].is_floating_point()]
+    nonfinite = [k for k in expected if k in sd and sd[k].is_floating_point() and not torch.isfinite(sd[k]).all()]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing}")
@@ -102,6 +113,8 @@ def check_state_dict(net: StyledVNet, sd: Mapping[str, torch.Tensor], source: st
         problems.append("wrong shapes " + "; ".join(shapes))
     if nonfloat:
         problems.append("non-floating tensors " + "; ".join(nonfloat))
+    if nonfinite:
+        problems.append(f"tensors with NaN or inf values {nonfinite}")
     if problems:
         raise CheckpointError(f"{source} does not match StyledVNet{net.arch.to_dict()}: " + " | ".join(problems))
 

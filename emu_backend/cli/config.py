@@ -270,5 +270,5 @@ def load_toml(path) -> dict:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise FileFormatError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"config file {str(path)!r} is not valid UTF-8 TOML: {exc}") from exc

@@ -15,6 +15,7 @@ A provider is any object with ``__call__(k_h_mpc) -> P`` (k in h/Mpc, P in (Mpc/
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -131,13 +132,18 @@ class TabulatedPower:
         if not path.is_file():
             raise FileFormatError(f"P(k) table file {str(path)!r} does not exist")
         try:
-            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+            with warnings.catch_warnings():  # an empty file is reported below, not as a UserWarning
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(path, dtype=np.float64, ndmin=2)
         except ValueError as exc:
             raise FileFormatError(f"P(k) table file {str(path)!r} is not numeric text: {exc}") from exc
         if table.ndim != 2 or table.shape[1] != 2:
             raise FileFormatError(f"P(k) table file {str(path)!r} must have 2 columns (k, P), got shape {table.shape}")
         logger.debug("read %d P(k) rows from %s", table.shape[0], path)
-        return cls(table[:, 0], table[:, 1], extrapolate=extrapolate, cosmology=cosmology)
+        try:
+            return cls(table[:, 0], table[:, 1], extrapolate=extrapolate, cosmology=cosmology)
+        except InputError as exc:
+            raise FileFormatError(f"P(k) table file {str(path)!r}: {exc}") from exc
 
     @property
     def k(self) -> np.ndarray:

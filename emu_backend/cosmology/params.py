@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -120,6 +121,10 @@ class Cosmology:
             changes["A_s"] = None
         if "A_s" in changes and "sigma8" not in changes:
             changes["sigma8"] = None
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InputError(f"unknown cosmology parameter(s) {unknown}; allowed: {sorted(known)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -129,10 +134,14 @@ class Cosmology:
     @classmethod
     def from_dict(cls, d: dict) -> "Cosmology":
         """Build from a dict, refusing unknown keys by name."""
+        if not isinstance(d, Mapping):
+            raise InputError(f"a cosmology must be given as a dict of parameters, got {type(d).__name__}: {d!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"unknown cosmology key(s) {unknown}; allowed: {sorted(known)}")
+        if "omega_m" not in d:
+            raise InputError(f"cosmology dict {dict(d)!r} lacks the required key 'omega_m'")
         return cls(**d)
 
     @classmethod
@@ -140,7 +149,7 @@ class Cosmology:
         """A named preset: ``'quijote'`` (Quijote fiducial) or ``'planck18'``."""
         try:
             return PRESETS[name.lower()]
-        except KeyError:
+        except (KeyError, AttributeError):
             raise InputError(f"unknown cosmology preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 

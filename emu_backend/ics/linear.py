@@ -60,7 +60,10 @@ def default_box_size(n: int) -> float:
 
 
 def _check_dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}") from exc
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InputError(f"dtype must be float32 or float64, got {dt}")
     return dt
@@ -71,11 +74,15 @@ def _evaluate_power(power, k: np.ndarray) -> np.ndarray:
     if not callable(power):
         raise InputError(f"power must be a callable P(k) provider (k [h/Mpc] -> P [(Mpc/h)^3]), got {power!r}")
     try:
-        p = np.asarray(power(k), dtype=np.float64)
+        p = power(k)
     except InputError as exc:
         raise InputError(
             f"the P(k) provider cannot cover the grid wavenumbers k in [{k.min():.6g}, {k.max():.6g}] h/Mpc: {exc}"
         ) from exc
+    try:
+        p = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ComputationError(f"P(k) provider returned {type(p).__name__}, not an array of numbers: {exc}") from exc
     if p.shape != k.shape:
         raise ComputationError(f"P(k) provider returned shape {p.shape} for k of shape {k.shape}")
     if not np.all(np.isfinite(p)) or np.any(p < 0):

@@ -65,6 +65,13 @@ def _check_field(dis) -> tuple:
     return shape
 
 
+def _real(name: str, value) -> float:
+    """``value`` as a float, or :class:`InputError` naming it (a string, None, a list...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
 class Emulator:
     """A trained StyledVNet emulator with its conventions, domain and device.
 
@@ -216,18 +223,18 @@ class Emulator:
         """
         shape = _check_field(linear_displacement)
         single = np.ndim(z) == 0
-        zs = [float(z)] if single else [float(v) for v in z]
+        zs = [_real("z", z)] if single else [_real("z", v) for v in (z if isinstance(z, Sequence) else np.ravel(z))]
         if not zs:
             raise InputError("z must name at least one redshift")
+        omega_m = _real("omega_m", omega_m)
         for v in zs + [omega_m]:
             if not np.isfinite(v):
                 raise InputError(f"omega_m and z must be finite, got omega_m={omega_m!r}, z={z!r}")
-        omega_m = float(omega_m)
         if not 0 < omega_m <= 1:
             raise InputError(f"omega_m = {omega_m!r} is not a matter density in (0, 1]")
         if min(zs) <= -1:
             raise InputError(f"z must be > -1, got {zs}")
-        if box_size is not None and not box_size > 0:
+        if box_size is not None and not _real("box_size", box_size) > 0:
             raise InputError(f"box_size must be positive, got {box_size!r}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -240,8 +247,14 @@ class Emulator:
         plan = TilePlan(shape[1:], tile_size)
         if out is None:
             out = [(np.empty(shape, np.float32), np.empty(shape, np.float32) if velocity else None) for _ in zs]
-        elif len(out) != len(zs):
-            raise InputError(f"out must hold one (displacement, velocity) pair per redshift ({len(zs)}), got {len(out)}")
+        elif not isinstance(out, Sequence) or len(out) != len(zs):
+            raise InputError(f"out must be a list of one (displacement, velocity) pair per redshift ({len(zs)}), got {out!r}")
+        else:
+            for i, pair in enumerate(out):
+                want = (shape, shape if velocity else None)
+                got = tuple(None if a is None else tuple(getattr(a, "shape", ())) for a in pair) if isinstance(pair, Sequence) else pair
+                if not isinstance(pair, Sequence) or len(pair) != 2 or got[0] != want[0] or (velocity and got[1] != want[1]):
+                    raise InputError(f"out[{i}] must be a (displacement, velocity) pair of arrays of shape {shape}, got shapes {got!r}")
         log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
                  len(plan), tile_size, self.device, str(self.dtype).replace("torch.", ""))
         from tqdm.auto import tqdm

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..cosmology.growth import DIS_STD_MPC_H, growth_factor, growth_rate, velocity_norm
-from ..nn import StyledVNet
+from ..nn import Dual, StyledVNet
 from .domain import TrainingDomain
 
 __all__ = ["EmulatorModel", "ZdepModel", "EmuModel", "zdep_style", "emu_style"]
@@ -80,12 +80,18 @@ class ZdepModel(EmulatorModel):
     velocity = forward-mode derivative of the output with respect to D (SPEC 3.2)."""
 
     kind = "zdep"
+    VELOCITY_METHODS = ("dual", "jvp")
 
-    def __init__(self, net: StyledVNet, domain: TrainingDomain | None = None):
+    def __init__(self, net: StyledVNet, domain: TrainingDomain | None = None, velocity_method: str = "dual"):
         if net.arch.style_size != 2:
             raise ValueError(f"map2map_zdep needs style_size 2, got {net.arch.style_size}")
+        if velocity_method not in self.VELOCITY_METHODS:
+            raise ValueError(f"velocity_method must be one of {self.VELOCITY_METHODS}, got {velocity_method!r}")
         self.net = net.eval()
         self.domain = domain or TrainingDomain()
+        #: "dual": folded-weight forward mode, one extra convolution per layer (default);
+        #: "jvp": torch.func.jvp through the network (the reference formulation, slower)
+        self.velocity_method = velocity_method
 
     @property
     def networks(self):
@@ -105,10 +111,15 @@ class ZdepModel(EmulatorModel):
         dz = torch.tensor(float(growth_factor(z, omega_m)), dtype=ref.dtype, device=ref.device)
         fn = self.displacement_fn(x, om)
         with torch.no_grad():
-            if velocity:
+            if not velocity:
+                return fn(dz) * DIS_STD_MPC_H, None
+            if self.velocity_method == "jvp":
                 out, dout_dd = torch.func.jvp(fn, (dz,), (torch.ones_like(dz),))
-                return out * DIS_STD_MPC_H, dout_dd * float(velocity_norm(z, omega_m))
-            return fn(dz) * DIS_STD_MPC_H, None
+            else:
+                # d/dD of (x D, [(Om-0.3)*5, D-1]) is (x, [0, 1])
+                style = Dual(zdep_style(om, dz), torch.tensor([0.0, 1.0], dtype=dz.dtype, device=dz.device))
+                out, dout_dd = self.net(Dual(x * dz, x), style)
+            return out * DIS_STD_MPC_H, dout_dd * float(velocity_norm(z, omega_m))
 
 
 class EmuModel(EmulatorModel):

@@ -216,7 +216,7 @@ def _read_hdf5(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
             vel = f["velocity"][...] if "velocity" in f else None
     except FileFormatError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError for corrupt B-trees
         raise FileFormatError(
             f"{str(path)!r}: cannot be read as an HDF5 field file (truncated or corrupt?): {exc}"
         ) from exc

@@ -46,6 +46,8 @@ _FORMAT = "emu_backend/gadget-hdf5"
 _FORMAT_VERSION = 1
 _REQUIRED_HEADER = ("BoxSize", "Time", "NumPart_ThisFile", "NumPart_Total", "NumFilesPerSnapshot", "MassTable")
 _MULTI_RE = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)\.hdf5$")
+#: What h5py raises for damaged files (RuntimeError for corrupt B-trees, OSError for unreadable blocks).
+_H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 def _h5py():
@@ -220,7 +222,10 @@ def gadget_file_paths(path_or_prefix: str | Path) -> list[Path]:
                 f"Gadget snapshot {str(path_or_prefix)!r} not found (tried {[str(c) for c in candidates]})"
             )
         path = found[0]
-    n_files = int(_read_attrs(path)["Header"]["NumFilesPerSnapshot"])
+    n_files = _read_attrs(path)["Header"]["NumFilesPerSnapshot"]
+    if not (n_files == int(n_files) >= 1) if np.isfinite(n_files) else True:
+        raise FileFormatError(f"{str(path)!r}: Header/NumFilesPerSnapshot = {n_files!r} must be an integer >= 1")
+    n_files = int(n_files)
     match = _MULTI_RE.match(path.name)
     if n_files == 1:
         return [path]
@@ -239,7 +244,7 @@ def gadget_file_paths(path_or_prefix: str | Path) -> list[Path]:
 def _open(path: Path):
     try:
         return _h5py().File(path, "r")
-    except (OSError, ValueError) as exc:
+    except _H5_ERRORS as exc:
         raise FileFormatError(
             f"{str(path)!r}: cannot be opened as HDF5 (missing, truncated or corrupt): {exc}"
         ) from exc
@@ -248,12 +253,14 @@ def _open(path: Path):
 def _read_attrs(path: Path) -> dict[str, dict]:
     """Attributes of the Header, Parameters and Provenance groups (the latter two may be empty)."""
     with _open(path) as f:
-        if "Header" not in f:
-            raise FileFormatError(f"{str(path)!r}: no 'Header' group; not a Gadget HDF5 snapshot")
-        try:
+        try:  # h5py raises RuntimeError as well as OSError/KeyError/ValueError for corrupt metadata
+            if "Header" not in f:
+                raise FileFormatError(f"{str(path)!r}: no 'Header' group; not a Gadget HDF5 snapshot")
             groups = {name: dict(f[name].attrs) if name in f else {} for name in ("Header", "Parameters", "Provenance")}
-        except (OSError, KeyError, ValueError) as exc:
-            raise FileFormatError(f"{str(path)!r}: cannot read the header attributes: {exc}") from exc
+        except FileFormatError:
+            raise
+        except _H5_ERRORS as exc:
+            raise FileFormatError(f"{str(path)!r}: cannot read the header attributes (truncated or corrupt?): {exc}") from exc
     header = groups["Header"]
     missing = [key for key in _REQUIRED_HEADER if key not in header]
     if missing:
@@ -288,6 +295,8 @@ def _read_one(path: Path, header: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
                         continue
                     raise FileFormatError(f"{str(path)!r}: dataset {key!r} is missing")
                 ds = f[key]
+                if not isinstance(ds, _h5py().Dataset):
+                    raise FileFormatError(f"{str(path)!r}: {key!r} is a {type(ds).__name__}, expected a dataset")
                 if ds.shape != shape:
                     raise FileFormatError(
                         f"{str(path)!r}: dataset {key!r} has shape {ds.shape}, expected {shape} "
@@ -296,7 +305,7 @@ def _read_one(path: Path, header: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
                 out.append(ds[...])
         except FileFormatError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except _H5_ERRORS as exc:
             raise FileFormatError(f"{str(path)!r}: cannot read particle data (truncated or corrupt?): {exc}") from exc
     return tuple(out)
 

@@ -60,15 +60,21 @@ def _triple(value, name: str, integer: bool) -> tuple:
         raise InputError(f"{name} must have 3 entries (one per axis), got {value!r}")
     out = []
     for item in items:
-        if integer:
-            if isinstance(item, bool) or int(item) != item or int(item) < 1:
-                raise InputError(f"{name} entries must be integers >= 1, got {value!r}")
-            out.append(int(item))
-        else:
-            item = float(item)
-            if not (item > 0 and item < float("inf")):
-                raise InputError(f"{name} entries must be finite and > 0, got {value!r}")
-            out.append(item)
+        try:
+            if integer:
+                if isinstance(item, bool) or int(item) != item or int(item) < 1:
+                    raise InputError(f"{name} entries must be integers >= 1, got {value!r}")
+                out.append(int(item))
+            else:
+                item = float(item)
+                if not (item > 0 and item < float("inf")):
+                    raise InputError(f"{name} entries must be finite and > 0, got {value!r}")
+                out.append(item)
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            kind = "integers >= 1" if integer else "finite numbers > 0"
+            raise InputError(f"{name} entries must be {kind}, got {value!r}") from exc
     return tuple(out)
 
 
@@ -201,11 +207,17 @@ def paint(
     >>> float(mesh.sum()), float(mesh[0, 0, 0]), float(mesh[2, 0, 0])
     (2.0, 1.0, 0.5)
     """
-    positions = torch.as_tensor(positions)
+    try:
+        positions = torch.as_tensor(positions)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"positions must be a numeric (N, 3) array [Mpc/h], got {type(positions).__name__}: {exc}") from exc
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise InputError(f"positions must have shape (N, 3), got {tuple(positions.shape)}")
     if not positions.is_floating_point():
         raise InputError(f"positions must be floating point [Mpc/h], got dtype {positions.dtype}")
+    if not torch.isfinite(positions).all():
+        bad = int((~torch.isfinite(positions)).any(dim=1).nonzero()[0, 0])
+        raise InputError(f"positions must be finite; particle {bad} has {positions[bad].tolist()}")
     mesh_shape = _triple(mesh_shape, "mesh_shape", integer=True)
     box_size = _triple(box_size, "box_size", integer=False)
     cell = torch.tensor([b / n for b, n in zip(box_size, mesh_shape)], dtype=positions.dtype, device=positions.device)

@@ -1,12 +1,13 @@
 """The learnable parts: styled convolutions, blocks and the published StyledVNet."""
 
 from .blocks import ConvStyledBlock, ResStyledBlock, narrow_by
-from .styled_conv import StyledConv3d, modulated_weight
+from .styled_conv import Dual, StyledConv3d, modulated_weight
 from .vnet import CROP, StyledVNet, VNetArch, valid_input_size
 
 __all__ = [
     "CROP",
     "ConvStyledBlock",
+    "Dual",
     "ResStyledBlock",
     "StyledConv3d",
     "StyledVNet",

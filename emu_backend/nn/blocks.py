@@ -7,11 +7,12 @@ no parameters), ``convs.2`` and ``skip``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .styled_conv import StyledConv3d
+from .styled_conv import Dual, StyledConv3d
 
-__all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "narrow_by"]
+__all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "activate", "add", "cat_channels", "narrow_by"]
 
 #: PyTorch's default LeakyReLU slope, used by the published network.
 LEAKY_SLOPE = 0.01
@@ -19,11 +20,36 @@ LEAKY_SLOPE = 0.01
 _LETTER_KIND = {"C": "conv", "D": "down", "U": "up"}
 
 
-def narrow_by(x: torch.Tensor, n: int) -> torch.Tensor:
+def narrow_by(x, n: int):
     """Crop ``n`` cells from both ends of each of the three spatial axes of (N, C, D, H, W)."""
     if n == 0:
         return x
+    if isinstance(x, Dual):
+        return Dual(narrow_by(x.primal, n), narrow_by(x.tangent, n))
     return x[:, :, n:-n, n:-n, n:-n]
+
+
+def cat_channels(a, b):
+    """Concatenate along channels (tensors or :class:`Dual` pairs)."""
+    if isinstance(a, Dual):
+        return Dual(torch.cat([a.primal, b.primal], dim=1), torch.cat([a.tangent, b.tangent], dim=1))
+    return torch.cat([a, b], dim=1)
+
+
+def add(a, b):
+    """Sum of two tensors or :class:`Dual` pairs."""
+    if isinstance(a, Dual):
+        return Dual(a.primal + b.primal, a.tangent + b.tangent)
+    return a + b
+
+
+def activate(x):
+    """LeakyReLU(0.01); for a :class:`Dual` the tangent is multiplied by the slope at the primal
+    (1 where the pre-activation is > 0, else 0.01, as PyTorch differentiates it)."""
+    if isinstance(x, Dual):
+        return Dual(F.leaky_relu(x.primal, LEAKY_SLOPE),
+                    torch.where(x.primal > 0, x.tangent, LEAKY_SLOPE * x.tangent))
+    return F.leaky_relu(x, LEAKY_SLOPE)
 
 
 def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int) -> nn.ModuleList:
@@ -42,9 +68,9 @@ def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int
     return nn.ModuleList(layers)
 
 
-def _run(layers: nn.ModuleList, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+def _run(layers: nn.ModuleList, x, style):
     for layer in layers:
-        x = layer(x, style) if isinstance(layer, StyledConv3d) else layer(x)
+        x = layer(x, style) if isinstance(layer, StyledConv3d) else activate(x)
     return x
 
 
@@ -80,10 +106,9 @@ class ResStyledBlock(nn.Module):
         self.convs = _build(main, style_size, in_chan, out_chan, max(in_chan, out_chan))
         self.skip = StyledConv3d(style_size, in_chan, out_chan, "skip")
         self.crop = main.count("C")
-        self.act = nn.LeakyReLU(LEAKY_SLOPE) if self.last_act else None
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, Cin, n, n, n) -> (N, Cout, n - 2 * (number of 3^3 convs), ...)."""
         y = narrow_by(self.skip(x, style), self.crop)
-        x = _run(self.convs, x, style) + y
-        return self.act(x) if self.act is not None else x
+        x = add(_run(self.convs, x, style), y)
+        return activate(x) if self.last_act else x

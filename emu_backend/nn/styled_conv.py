@@ -17,12 +17,13 @@ each sample's own weights (the batch-1 result for every sample).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KINDS", "StyledConv3d", "modulated_weight"]
+__all__ = ["KINDS", "Dual", "StyledConv3d", "modulated_weight"]
 
 #: kind -> (kernel size, stride, transposed)
 KINDS = {
@@ -33,6 +34,20 @@ KINDS = {
 }
 
 DEMOD_EPS = 1e-8
+
+#: Below this |modulation| an input channel takes the general (two-convolution) tangent path.
+_MIN_MODULATION = 1e-3
+
+
+class Dual(NamedTuple):
+    """A value and its tangent (forward-mode derivative along one direction).
+
+    Passed through :class:`StyledVNet` as the input, with the style and its tangent as a ``Dual`` too,
+    it yields the output and the output's tangent in one pass (see :meth:`StyledConv3d.forward`).
+    """
+
+    primal: torch.Tensor
+    tangent: torch.Tensor
 
 
 def modulated_weight(
@@ -141,6 +156,8 @@ class StyledConv3d(nn.Module):
         Tensor
             (N, Cout, D', H', W').
         """
+        if isinstance(x, Dual):
+            return self._forward_dual(x, style)
         if style.dim() == 2 and style.shape[0] == 1:
             style = style[0]
         w = self.folded_weight(style)
@@ -159,3 +176,40 @@ class StyledConv3d(nn.Module):
             groups=n,
         )
         return y.reshape(n, self.out_chan, *y.shape[2:])
+
+    def _forward_dual(self, x: Dual, style: Dual) -> Dual:
+        """Output and tangent of the styled convolution for a style shared by the batch.
+
+        With ``W'' = W m / n`` (``m`` per input channel, ``n`` per output channel), the tangent is
+        ``conv(dx, W'') + conv(x, dW'')`` and ``dW'' = W'' (dm / m - dn / n)``, so
+        ``dy = conv(dx + x dm / m, W'') - (dn / n) (y - bias)``: one convolution with the same
+        folded weight. Where some ``|m|`` is tiny the general form ``conv(x, dW'')`` is used instead.
+        """
+        s, ds = style
+        if s.dim() != 1:
+            raise ValueError("the forward-mode path needs one style (S,) shared by the batch")
+        m = s @ self.style_weight.T + self.style_bias
+        dm = ds @ self.style_weight.T
+        in_dim = 0 if self.transposed else 1
+        out_dim = 1 - in_dim
+        ishape = [1] * self.weight.dim()
+        ishape[in_dim] = -1
+        oshape = [1] * self.weight.dim()
+        oshape[out_dim] = -1
+        sum_dims = [d for d in range(self.weight.dim()) if d != out_dim]
+        w = self.weight * m.view(ishape)
+        n2 = w.pow(2).sum(dim=sum_dims, keepdim=True) + DEMOD_EPS
+        dn_over_n = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims, keepdim=True) / n2
+        w = w * torch.rsqrt(n2)
+        op = F.conv_transpose3d if self.transposed else F.conv3d
+        y = op(x.primal, w, stride=self.stride)
+        c = dn_over_n.reshape(1, -1, 1, 1, 1)
+        if m.abs().min() > _MIN_MODULATION:
+            u = torch.addcmul(x.tangent, x.primal, (dm / m).view(1, -1, 1, 1, 1))
+            dy = op(u, w, stride=self.stride)
+        else:
+            dw = self.weight * dm.view(ishape) * torch.rsqrt(n2) - w * dn_over_n
+            dy = op(x.tangent, w, stride=self.stride) + op(x.primal, dw, stride=self.stride)
+            c = torch.zeros_like(c)
+        dy = torch.addcmul(dy, y, c, value=-1.0)
+        return Dual(y.add_(self.bias.view(1, -1, 1, 1, 1)), dy)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .blocks import ConvStyledBlock, ResStyledBlock, narrow_by
+from .blocks import ConvStyledBlock, ResStyledBlock, add, cat_channels, narrow_by
+from .styled_conv import Dual
 
 __all__ = ["VNetArch", "StyledVNet", "CROP", "valid_input_size"]
 
@@ -108,19 +109,24 @@ class StyledVNet(nn.Module):
             (N, in_chan, n, n, n) in normalised units, n = 8 c + 64, c >= 5 (axes independent).
         style : Tensor
             (S,) shared by the batch, or (N, S) one per sample.
+            Forward mode: pass ``x`` and ``style`` as :class:`Dual` pairs (value, tangent) with a
+            style (S,) shared by the batch; the result is then ``Dual(output, output tangent)``.
 
         Returns
         -------
         Tensor
             (N, out_chan, n - 96, n - 96, n - 96).
         """
-        if x.dim() != 5 or x.shape[1] != self.arch.in_chan:
-            raise InputError(f"input must be (N, {self.arch.in_chan}, D, H, W), got {tuple(x.shape)}")
-        bad = [n for n in x.shape[2:] if not valid_input_size(n)]
+        dual = isinstance(x, Dual)
+        xp, sp = (x.primal, style.primal) if dual else (x, style)
+        if xp.dim() != 5 or xp.shape[1] != self.arch.in_chan:
+            raise InputError(f"input must be (N, {self.arch.in_chan}, D, H, W), got {tuple(xp.shape)}")
+        bad = [n for n in xp.shape[2:] if not valid_input_size(n)]
         if bad:
-            raise InputError(f"spatial input sizes must be multiples of 8 and >= 104, got {tuple(x.shape[2:])}")
-        if style.shape[-1] != self.arch.style_size or style.dim() not in (1, 2):
-            raise InputError(f"style must be (S,) or (N, S) with S = {self.arch.style_size}, got {tuple(style.shape)}")
+            raise InputError(f"spatial input sizes must be multiples of 8 and >= 104, got {tuple(xp.shape[2:])}")
+        if sp.shape[-1] != self.arch.style_size or sp.dim() not in ((1,) if dual else (1, 2)):
+            raise InputError(f"style must be (S,) or (N, S) with S = {self.arch.style_size} "
+                             f"((S,) in forward mode), got {tuple(sp.shape)}")
         x0 = narrow_by(x, CROP) if self.bypass else None
 
         x = self.conv_l00(x, style)
@@ -133,10 +139,10 @@ class StyledVNet(nn.Module):
         x = self.conv_c(x, style)
 
         x = self.up_r2(x, style)
-        x = self.conv_r2(torch.cat([narrow_by(y2, 4), x], dim=1), style)
+        x = self.conv_r2(cat_channels(narrow_by(y2, 4), x), style)
         x = self.up_r1(x, style)
-        x = self.conv_r1(torch.cat([narrow_by(y1, 16), x], dim=1), style)
+        x = self.conv_r1(cat_channels(narrow_by(y1, 16), x), style)
         x = self.up_r0(x, style)
-        x = self.conv_r00(torch.cat([narrow_by(y0, 40), x], dim=1), style)
+        x = self.conv_r00(cat_channels(narrow_by(y0, 40), x), style)
         x = self.conv_r01(x, style)
-        return x + x0 if self.bypass else x
+        return add(x, x0) if self.bypass else x

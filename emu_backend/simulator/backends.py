@@ -7,11 +7,13 @@ A backend turns :class:`~emu_backend.simulator.ics.InitialConditions` and a cosm
 times, accepts ``a`` as well as ``z`` and records the common provenance.
 
 Backends are looked up by name in a registry (:func:`get_backend`); the adapters add theirs with
-:func:`register_backend`. ``"jaxpm"`` and ``"pmwd"`` are placeholders until their adapters register.
+:func:`register_backend`. ``"jaxpm"`` and ``"pmwd"`` are placeholders until their adapters register;
+:func:`get_backend` imports the jaxpm adapter on first use of its name.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 from abc import ABC, abstractmethod
@@ -220,6 +222,23 @@ class EmulatorBackend(Backend):
 _PLACEHOLDER = "_emu_backend_placeholder"
 
 
+#: Adapter modules imported by :func:`get_backend` on first use of a placeholder name; importing one
+#: registers the real backend (its constructor raises MissingDependencyError without the extra).
+_ADAPTER_MODULES = {"jaxpm": "emu_backend.adapters.jaxpm"}
+
+
+def _load_adapter(name: str) -> None:
+    """Import the adapter of a placeholder backend, which replaces the placeholder when it registers."""
+    module = _ADAPTER_MODULES.get(name)
+    if module is None:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"backend {name!r}: importing its adapter {module} failed ({exc}); install "
+                                     f"the extra with: pip install 'emu_backend[{name}]'") from exc
+
+
 def _adapter_placeholder(name: str, extra: str) -> Callable[..., Backend]:
     def factory(**options):
         raise MissingDependencyError(
@@ -291,6 +310,9 @@ def get_backend(name, **options) -> Backend:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise InputError(f"unknown backend {name!r}; choose one of {list(_REGISTRY)}")
     factory = _REGISTRY[name]
+    if getattr(factory, _PLACEHOLDER, False):
+        _load_adapter(name)
+        factory = _REGISTRY[name]
     if not getattr(factory, _PLACEHOLDER, False):
         try:
             inspect.signature(factory).bind(**options)

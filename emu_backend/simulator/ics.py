@@ -31,6 +31,14 @@ __all__ = ["InitialConditions"]
 logger = logging.getLogger(__name__)
 
 
+def _provenance(provenance) -> dict:
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, dict):
+        raise InputError(f"provenance must be a dict or None, got {type(provenance).__name__}: {provenance!r}")
+    return provenance
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
@@ -178,7 +186,7 @@ class InitialConditions:
             Extra JSON-serialisable description, recorded in the snapshots.
         """
         lf = LinearField.from_density(density, box_size)
-        prov = {"source": "linear_density", **(provenance or {})}
+        prov = {"source": "linear_density", **_provenance(provenance)}
         return cls(lf.displacement, lf.density, lf.box_size, seed=seed, provenance=prov)
 
     @classmethod
@@ -199,5 +207,5 @@ class InitialConditions:
             Extra JSON-serialisable description, recorded in the snapshots.
         """
         lf = LinearField.from_displacement(displacement, box_size)
-        prov = {"source": "linear_displacement", **(provenance or {})}
+        prov = {"source": "linear_displacement", **_provenance(provenance)}
         return cls(lf.displacement, lf.density, lf.box_size, seed=seed, provenance=prov)
