@@ -101,13 +101,13 @@ class TabulatedPower:
                 f"the P(k) table needs two 1-d arrays of equal length >= 2, got shapes {k.shape} and {p.shape}"
             )
         if not np.all(np.isfinite(k)) or np.any(k <= 0):
-            raise InputError(f"table k [h/Mpc] must be finite and > 0; got min {np.nanmin(k)!r}")
+            raise InputError(f"table k [h/Mpc] must be finite and > 0; got min {float(np.nanmin(k))!r}")
         if np.any(np.diff(k) <= 0):
             i = int(np.argmax(np.diff(k) <= 0))
-            raise InputError(f"table k must be strictly increasing; k[{i}]={k[i]!r} >= k[{i + 1}]={k[i + 1]!r}")
+            raise InputError(f"table k must be strictly increasing; k[{i}]={float(k[i])!r} >= k[{i + 1}]={float(k[i + 1])!r}")
         if not np.all(np.isfinite(p)) or np.any(p <= 0):
             i = int(np.argmax(~np.isfinite(p) | (p <= 0)))
-            raise InputError(f"table P [(Mpc/h)^3] must be finite and > 0; got P[{i}]={p[i]!r}")
+            raise InputError(f"table P [(Mpc/h)^3] must be finite and > 0; got P[{i}]={float(p[i])!r}")
         if cosmology is not None and not isinstance(cosmology, Cosmology):
             raise InputError(f"cosmology must be a Cosmology or None, got {type(cosmology).__name__}")
         k.flags.writeable = False

@@ -223,7 +223,7 @@ def gadget_file_paths(path_or_prefix: str | Path) -> list[Path]:
             )
         path = found[0]
     n_files = _read_attrs(path)["Header"]["NumFilesPerSnapshot"]
-    if not (n_files == int(n_files) >= 1) if np.isfinite(n_files) else True:
+    if not (np.isfinite(n_files) and n_files == int(n_files) and n_files >= 1):
         raise FileFormatError(f"{str(path)!r}: Header/NumFilesPerSnapshot = {n_files!r} must be an integer >= 1")
     n_files = int(n_files)
     match = _MULTI_RE.match(path.name)
@@ -234,10 +234,17 @@ def gadget_file_paths(path_or_prefix: str | Path) -> list[Path]:
             f"{str(path)!r}: NumFilesPerSnapshot = {n_files} but the name is not of the form X.<i>.hdf5"
         )
     base = path.with_name(match["base"])
-    paths = [base.with_name(f"{base.name}.{i}.hdf5") for i in range(n_files)]
-    missing = [str(p) for p in paths if not p.is_file()]
+    paths, missing = [], []
+    for i in range(n_files):  # stops early: a damaged header may declare billions of files
+        p = base.with_name(f"{base.name}.{i}.hdf5")
+        (paths if p.is_file() else missing).append(p)
+        if len(missing) == 10:
+            break
     if missing:
-        raise FileFormatError(f"multi-file snapshot {str(base)!r} declares {n_files} files; missing: {missing}")
+        more = " ..." if len(paths) + len(missing) < n_files else ""
+        raise FileFormatError(
+            f"multi-file snapshot {str(base)!r} declares {n_files} files; missing: {[str(p) for p in missing]}{more}"
+        )
     return paths
 
 
