@@ -243,6 +243,8 @@ CASES = [
          r"dtype must be one of \['float32', 'float64'\], got 'float16'"),
     Case("emulator-device", "API", "Emulator(device='tpu')",
          lambda c: Emulator(c.emu.model, device="tpu"), InputError, r"unknown device 'tpu'"),
+    Case("model-wrong-style-size", "API", "ZdepModel(StyledVNet(style_size=1)): an emu network as zdep",
+         lambda c: ZdepModel(StyledVNet(1, width=2)), InputError, r"map2map_zdep needs style_size 2, got 1"),
     Case("from-checkpoint-kind", "API", "Emulator.from_checkpoint(model='d2d') (unknown kind)",
          lambda c: Emulator.from_checkpoint(c.dir / "published.pt", model="d2d"), InputError,
          r"model must be one of .*got 'd2d'"),

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..cosmology.growth import DIS_STD_MPC_H, growth_factor, growth_rate, velocity_norm
+from ..errors import InputError
 from ..nn import Dual, StyledVNet
 from .domain import TrainingDomain
 
@@ -84,9 +85,9 @@ class ZdepModel(EmulatorModel):
 
     def __init__(self, net: StyledVNet, domain: TrainingDomain | None = None, velocity_method: str = "dual"):
         if net.arch.style_size != 2:
-            raise ValueError(f"map2map_zdep needs style_size 2, got {net.arch.style_size}")
+            raise InputError(f"map2map_zdep needs style_size 2, got {net.arch.style_size}")
         if velocity_method not in self.VELOCITY_METHODS:
-            raise ValueError(f"velocity_method must be one of {self.VELOCITY_METHODS}, got {velocity_method!r}")
+            raise InputError(f"velocity_method must be one of {self.VELOCITY_METHODS}, got {velocity_method!r}")
         self.net = net.eval()
         self.domain = domain or TrainingDomain()
         #: "dual": folded-weight forward mode, one extra convolution per layer (default);
@@ -131,7 +132,7 @@ class EmuModel(EmulatorModel):
     def __init__(self, d2d: StyledVNet, v2v: StyledVNet | None = None, domain: TrainingDomain | None = None):
         for name, net in (("d2d", d2d), ("v2v", v2v)):
             if net is not None and net.arch.style_size != 1:
-                raise ValueError(f"map2map_emu {name} needs style_size 1, got {net.arch.style_size}")
+                raise InputError(f"map2map_emu {name} needs style_size 1, got {net.arch.style_size}")
         self.d2d = d2d.eval()
         self.v2v = v2v.eval() if v2v is not None else None
         self.domain = domain or TrainingDomain(z=(0.0, 0.0))
