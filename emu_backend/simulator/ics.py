@@ -24,7 +24,7 @@ from ..cosmology.params import Cosmology
 from ..errors import InputError
 from ..ics.linear import LinearField, default_box_size, linear_field
 from ..ics.noise import white_noise
-from .snapshot import meta_to_json
+from .snapshot import _readonly, meta_to_json
 
 __all__ = ["InitialConditions"]
 
@@ -37,12 +37,6 @@ def _provenance(provenance) -> dict:
     if not isinstance(provenance, dict):
         raise InputError(f"provenance must be a dict or None, got {type(provenance).__name__}: {provenance!r}")
     return provenance
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 @dataclass(frozen=True, eq=False)
