@@ -4,6 +4,7 @@ from .default import UNTRAINED_WARNING, default_emulator, default_weights_path
 from .domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from .emulator import MODEL_KINDS, Emulator, Prediction
 from .models import EmulatorModel, EmuModel, ZdepModel, emu_style, zdep_style
+from .streaming import predict_to_file
 from .tiling import PAD, Tile, TilePlan, periodic_read
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "ZdepModel",
     "emu_style",
     "periodic_read",
+    "predict_to_file",
     "zdep_style",
 ]

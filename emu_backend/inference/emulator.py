@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from ..errors import CheckpointError, InputError
 from ..nn import StyledVNet
 from .domain import TrainingDomain
 from .models import EmulatorModel, EmuModel, ZdepModel
-from .tiling import TilePlan, periodic_read
+from .tiling import Tile, TilePlan, periodic_read
 
 __all__ = ["Emulator", "Prediction", "MODEL_KINDS"]
 
@@ -221,6 +221,46 @@ class Emulator:
         Prediction or list of Prediction
             One per redshift (a list when ``z`` is a sequence).
         """
+        shape, zs, omega_m, plan, out = self._prepare(linear_displacement, omega_m, z, velocity, tile_size,
+                                                      batch_size, box_size, out)
+        single = np.ndim(z) == 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
+        for batch in self._run_batches(linear_displacement, omega_m, zs, out, plan, batch_size, velocity, 0):
+            bar.update(len(batch))
+        bar.close()
+        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind, "untrained": self.untrained,
+                "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
+        preds = [Prediction(d, v, zi, omega_m, dict(meta)) for (d, v), zi in zip(out, zs)]
+        return preds[0] if single else preds
+
+    def predict_batches(self, linear_displacement, omega_m: float, z, out, *, velocity: bool = True,
+                        tile_size: int = 128, batch_size: int = 1, box_size: float | None = None,
+                        start_tile: int = 0) -> Iterator[list[Tile]]:
+        """Emulate tile batch by tile batch into ``out``, from tile ``start_tile`` on.
+
+        The arguments are those of :meth:`predict` (checked here, before the first batch);
+        ``out`` is required. Tiles are those of ``TilePlan(shape, tile_size)``, grouped by
+        ``TilePlan.batches(batch_size, start_tile)``. The returned iterator computes one batch per
+        step, writes it into ``out`` for every redshift, then yields the batch's tiles, so a caller
+        can flush or record progress between batches (see :mod:`emu_backend.inference.streaming`).
+        Starting at a batch boundary of a full run gives the same batches, hence the same values.
+
+        Returns
+        -------
+        iterator of list of Tile
+        """
+        if out is None:
+            raise InputError("predict_batches needs out=, one (displacement, velocity) pair per redshift")
+        _, zs, omega_m, plan, out = self._prepare(linear_displacement, omega_m, z, velocity, tile_size,
+                                                  batch_size, box_size, out)
+        if not isinstance(start_tile, (int, np.integer)) or not 0 <= start_tile <= len(plan):
+            raise InputError(f"start_tile must be an integer in [0, {len(plan)}], got {start_tile!r}")
+        return self._run_batches(linear_displacement, omega_m, zs, out, plan, batch_size, velocity, int(start_tile))
+
+    def _prepare(self, linear_displacement, omega_m, z, velocity, tile_size, batch_size, box_size, out):
+        """Check :meth:`predict`'s arguments; return shape, redshifts, omega_m, plan and destinations."""
         shape = _check_field(linear_displacement)
         single = np.ndim(z) == 0
         zs = [_real("z", z)] if single else [_real("z", v) for v in (z if isinstance(z, Sequence) else np.ravel(z))]
@@ -257,10 +297,10 @@ class Emulator:
                     raise InputError(f"out[{i}] must be a (displacement, velocity) pair of arrays of shape {shape}, got shapes {got!r}")
         log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
                  len(plan), tile_size, self.device, str(self.dtype).replace("torch.", ""))
-        from tqdm.auto import tqdm
+        return shape, zs, omega_m, plan, out
 
-        bar = tqdm(total=len(plan), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
-        for batch in plan.batches(batch_size):
+    def _run_batches(self, linear_displacement, omega_m, zs, out, plan, batch_size, velocity, start):
+        for batch in plan.batches(batch_size, start):
             x = np.stack([periodic_read(linear_displacement, t.input_origin, t.input_size) for t in batch])
             xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype) / 6.0
             for (dis_out, vel_out), zi in zip(out, zs):
@@ -268,12 +308,7 @@ class Emulator:
                 self._write(dis_out, dis, batch)
                 if velocity:
                     self._write(vel_out, vel, batch)
-            bar.update(len(batch))
-        bar.close()
-        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind, "untrained": self.untrained,
-                "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
-        preds = [Prediction(d, v, zi, omega_m, dict(meta)) for (d, v), zi in zip(out, zs)]
-        return preds[0] if single else preds
+            yield batch
 
     @staticmethod
     def _write(dst, tiles: torch.Tensor, batch) -> None:

@@ -1,0 +1,270 @@
+"""Resumable, bounded-memory emulation of large boxes, from a field file on disk to field files on disk.
+
+:func:`predict_to_file` streams tiles from a memory-mapped ``.npy`` or an HDF5 field file through
+:meth:`Emulator.predict_batches` into one HDF5 field file per redshift (the format of
+:mod:`emu_backend.io.fields`). Each output is written as ``<name>.partial`` with chunked, pre-allocated
+datasets (chunks of one tile) and a progress record (root attribute ``next_tile``), flushed and fsynced
+after every batch of tiles: a kill loses at most the batch in flight. A later call with the same run
+parameters (root attribute ``run``, JSON) continues from ``next_tile``; since it restarts on a batch
+boundary of the full run, the result is bit-identical to an uninterrupted run. When every tile is done
+the file is marked ``complete``, fsynced and renamed onto its final name, so a file with the final name
+is always complete. Peak memory is set by ``tile_size`` and ``batch_size``, not by the box.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
+from ..errors import FileFormatError, InputError
+from ..io.atomic import check_overwrite
+from ..io.fields import _FORMAT, _FORMAT_VERSION
+from ..simulator.snapshot import meta_from_json, meta_to_json
+from .domain import TRAINED_CELL_SIZE_MPC_H
+from .tiling import TilePlan
+
+__all__ = ["predict_to_file", "output_paths"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def output_paths(output_path, z) -> list[Path]:
+    """Final file names: ``output_path`` for a scalar ``z``, ``<stem>_z<z><suffix>`` per entry of a list."""
+    output_path = Path(output_path)
+    if output_path.suffix.lower() not in (".h5", ".hdf5"):
+        raise InputError(f"output {str(output_path)!r} must end in .h5 or .hdf5")
+    if np.ndim(z) == 0:
+        return [output_path]
+    paths = [output_path.with_name(f"{output_path.stem}_z{float(v):g}{output_path.suffix}") for v in z]
+    if len(set(paths)) != len(paths):
+        raise InputError(f"redshifts {list(z)} give clashing file names {[p.name for p in paths]}")
+    return paths
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _open_input(path: Path, stack: contextlib.ExitStack):
+    """The displacement array-like of a ``.npy`` (memory map) or HDF5 field file, and its attributes."""
+    if not path.is_file():
+        raise InputError(f"input {str(path)!r} not found")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False), {}
+        except ValueError as exc:
+            raise FileFormatError(f"{str(path)!r}: cannot be read as a .npy array: {exc}") from exc
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            f = stack.enter_context(h5py.File(path, "r"))
+            return f["displacement"], {k: f.attrs[k] for k in f.attrs}
+        except (OSError, KeyError) as exc:
+            raise FileFormatError(f"{str(path)!r}: no HDF5 field file with a 'displacement' dataset: {exc}") from exc
+    raise InputError(f"input {str(path)!r} must be a .npy, .h5 or .hdf5 file")
+
+
+def _emulator_digest(emulator) -> str:
+    """SHA-256 of the emulator's kind and weights (its file checksum alone may be empty)."""
+    h = hashlib.sha256(emulator.model.kind.encode())
+    for net_name, net in sorted(emulator.model.networks.items()):
+        for name, tensor in net.state_dict().items():
+            h.update(f"{net_name}.{name}".encode())
+            h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fsync(f) -> None:
+    f.flush()
+    os.fsync(f.id.get_vfd_handle())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_record(path: Path) -> tuple[dict, int, bool]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["run"]), int(f.attrs["next_tile"]), bool(f.attrs["complete"])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise FileFormatError(f"{str(path)!r}: unreadable progress record ({exc}); pass overwrite=True to start over") from exc
+
+
+def _mismatch(path: Path, recorded: dict, wanted: dict) -> str | None:
+    diff = [f"{k}: recorded {recorded.get(k)!r}, now {wanted[k]!r}" for k in wanted if recorded.get(k) != wanted[k]]
+    return f"{str(path)!r} was written by a different run ({'; '.join(diff)})" if diff else None
+
+
+def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cosmology: Cosmology | None = None,
+                    box_size: float | None = None, velocity: bool = True, tile_size: int = 128,
+                    batch_size: int = 1, overwrite: bool = False, resume: bool = True,
+                    progress: bool = False) -> list[Path]:
+    """Emulate a box stored on disk into HDF5 field files, resumably and with bounded memory.
+
+    Parameters
+    ----------
+    emulator : Emulator
+    input_path : str or Path
+        z = 0 linear displacement (3, n, n, n) [Mpc/h]: a ``.npy`` (memory-mapped) or an HDF5 field
+        file (dataset ``displacement``; its ``box_size``, ``cosmology`` and ``meta`` attributes are used).
+    output_path : str or Path
+        ``.h5``/``.hdf5`` name. A scalar ``z`` writes exactly this file; a list writes one file per
+        redshift named ``<stem>_z<z><suffix>`` (see :func:`output_paths`).
+    omega_m : float
+        Matter density.
+    z : float or list of float
+        Output redshift(s).
+    cosmology : Cosmology, optional
+        Recorded in the outputs. Default: the input file's, else ``QUIJOTE_FIDUCIAL`` with ``omega_m``.
+    box_size : float, optional
+        Box side [Mpc/h]. Default: the input file's, else ``n`` times the trained cell size.
+    velocity, tile_size, batch_size, progress
+        As in :meth:`Emulator.predict`.
+    overwrite : bool
+        Replace existing final outputs, and discard partial files instead of resuming them.
+    resume : bool
+        Continue partial files left by an interrupted run with the same parameters (input path,
+        size and modification time, omega_m, redshifts, tile and batch size, velocity, box size,
+        emulator weights, dtype, device). A mismatch raises :class:`InputError` naming the fields.
+
+    Returns
+    -------
+    list of Path
+        The final files, one per redshift, readable by :func:`emu_backend.io.fields.read_fields`.
+
+    Raises
+    ------
+    InputError
+        Existing outputs without ``overwrite``; a partial file from a different run, or any partial
+        file with ``resume=False``; bad arguments (as in :meth:`Emulator.predict`).
+    """
+    import h5py
+
+    from .. import __version__
+
+    input_path = Path(input_path).resolve()
+    finals = output_paths(output_path, z)
+    zs = [float(v) for v in (np.ravel(z) if np.ndim(z) else [z])]
+    partials = [_partial(p) for p in finals]
+    with contextlib.ExitStack() as stack:
+        src, in_attrs = _open_input(input_path, stack)
+        shape = tuple(getattr(src, "shape", ()))
+        n = shape[1] if len(shape) == 4 else 0
+        if box_size is None:
+            box_size = float(in_attrs["box_size"]) if "box_size" in in_attrs else n * TRAINED_CELL_SIZE_MPC_H
+        if cosmology is None:
+            cosmology = (Cosmology.from_dict(json.loads(in_attrs["cosmology"])) if "cosmology" in in_attrs
+                         else QUIJOTE_FIDUCIAL.clone(omega_m=float(omega_m)))
+        if not isinstance(cosmology, Cosmology):
+            raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
+        if abs(cosmology.omega_m - float(omega_m)) > 1e-12:
+            raise InputError(f"omega_m = {omega_m!r} differs from the cosmology's omega_m = {cosmology.omega_m!r}")
+        in_meta = meta_from_json(in_attrs["meta"]) if "meta" in in_attrs else {}
+        stat = input_path.stat()
+        run = {"input": str(input_path), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+               "shape": list(shape), "omega_m": float(omega_m), "zs": zs, "tile_size": tile_size,
+               "batch_size": batch_size, "velocity": bool(velocity), "box_size": float(box_size),
+               "emulator_sha256": _emulator_digest(emulator), "dtype": str(emulator.dtype),
+               "device": emulator.device.type}
+        # Check the arguments (shape, domain, ...) before any file is touched; of out, only shapes are read.
+        out_check = [(src, src if velocity else None)] * len(zs)
+        emulator._prepare(src, omega_m, zs, velocity, tile_size, batch_size, box_size, out_check)
+        n_tiles = len(TilePlan(shape[1:], tile_size))
+
+        # Decide, for every redshift, whether to start, resume or skip -- before changing anything.
+        resuming = resume and not overwrite and any(p.exists() for p in partials)
+        todo, starts = [], []
+        for zi, final, part in zip(zs, finals, partials):
+            want = dict(run, z=zi)
+            if part.exists() and not overwrite:
+                if not resume:
+                    raise InputError(f"{str(part)!r} exists (an interrupted run); pass resume=True to continue "
+                                     "it or overwrite=True to start over")
+                recorded, next_tile, _ = _read_record(part)
+                if (msg := _mismatch(part, recorded, want)) is not None:
+                    raise InputError(msg + "; pass the same parameters to resume or overwrite=True to start over")
+                todo.append((zi, final, part))
+                starts.append(next_tile)
+            elif final.exists() and not overwrite:
+                recorded, next_tile, complete = _read_record(final) if resuming else ({}, 0, False)
+                if not (resuming and complete and _mismatch(final, recorded, want) is None):
+                    check_overwrite(final, False)
+                log.info("%s is already complete (interrupted between renames)", final)
+            else:
+                todo.append((zi, final, part))
+                starts.append(None)
+
+        files = []
+        for i, (zi, final, part) in enumerate(todo):
+            if starts[i] is not None:
+                files.append(stack.enter_context(h5py.File(part, "r+")))
+                continue
+            part.parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(h5py.File(part, "w"))
+            meta = {"package": "emu_backend", "package_version": __version__, "input": str(input_path),
+                    "omega_m": float(omega_m), "tile_size": tile_size, "batch_size": batch_size,
+                    "model_kind": emulator.model.kind, "checksum": emulator.checksum,
+                    "emulator_sha256": run["emulator_sha256"], "source": emulator.source,
+                    "untrained": emulator.untrained, "dtype": str(emulator.dtype), "seed": in_meta.get("seed")}
+            attrs = {"box_size": np.float64(box_size), "a": np.float64(1.0 / (1.0 + zi)), "z": np.float64(zi),
+                     "cosmology": json.dumps(cosmology.to_dict(), sort_keys=True), "meta": meta_to_json(meta),
+                     "format": _FORMAT, "format_version": np.int32(_FORMAT_VERSION),
+                     "run": json.dumps(dict(run, z=zi), sort_keys=True), "next_tile": np.int64(0),
+                     "n_tiles": np.int64(n_tiles), "complete": False}
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            chunks = (1,) + tuple(min(tile_size, s) for s in shape[1:])
+            for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if velocity else 1]:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_chunk(chunks)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
+                f.create_dataset(name, shape=shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
+                f[name].attrs["units"] = units
+            _fsync(f)
+            files.append(f)
+            starts[i] = 0
+        _fsync_dir(Path(output_path).resolve().parent)
+
+        if files:
+            start = min(starts)
+            log.info("streaming %d tiles of %d^3 into %d file(s), from tile %d", n_tiles, tile_size, len(files), start)
+            out = [(f["displacement"], f["velocity"] if velocity else None) for f in files]
+            zs_todo = [zi for zi, _, _ in todo]
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_tiles, initial=start, desc="tiles", unit="tile",
+                       disable=not (progress and sys.stderr.isatty()))
+            for batch in emulator.predict_batches(src, omega_m, zs_todo, out, velocity=velocity, tile_size=tile_size,
+                                                  batch_size=batch_size, box_size=box_size, start_tile=start):
+                for f in files:
+                    f.attrs["next_tile"] = np.int64(batch[-1].index + 1)
+                    _fsync(f)
+                bar.update(len(batch))
+            bar.close()
+            for f, (_, final, part) in zip(files, todo):
+                f.attrs["complete"] = True
+                _fsync(f)
+                f.close()
+                os.replace(part, final)
+                _fsync_dir(final.parent)
+                log.info("wrote %s", final)
+    return finals
