@@ -234,6 +234,9 @@ def paint(
             raise InputError(
                 f"weights must have shape (N,) or (N, C) with N = {positions.shape[0]}, got {tuple(weights.shape)}"
             )
+        if weights.is_floating_point() and not torch.isfinite(weights).all():
+            bad = int(torch.nonzero(~torch.isfinite(weights))[0, 0])
+            raise InputError(f"weights must be finite; particle {bad} has {weights[bad].tolist()}")
         values = weights.T.unsqueeze(0)  # (1, C, N)
     mesh = paint_cells(pos_cells, mesh_shape, values, window=window, periodic=periodic)[0]
     return mesh[0] if squeeze else mesh

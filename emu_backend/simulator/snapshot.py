@@ -76,6 +76,17 @@ def wrap_positions(positions: np.ndarray, box_size: float) -> np.ndarray:
     return wrapped
 
 
+def _as_array(value, name: str) -> np.ndarray:
+    """``np.asarray`` that reports ragged nested sequences and non-numeric objects as InputError."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name} must be a rectangular numeric array: {exc}") from exc
+    if arr.dtype == object:
+        raise InputError(f"{name} must be a numeric array, got an object array")
+    return arr
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
@@ -153,7 +164,7 @@ class Snapshot:
 
         n_part = self.grid**3
         for key in ("positions", "velocities"):
-            arr = np.asarray(getattr(self, key))
+            arr = _as_array(getattr(self, key), f"Snapshot.{key}")
             if arr.shape != (n_part, 3):
                 raise InputError(f"Snapshot.{key} must have shape (N, 3) = ({n_part}, 3), got {arr.shape}")
             if arr.dtype.kind != "f":
@@ -165,7 +176,7 @@ class Snapshot:
                 arr = wrap_positions(arr, self.box_size)
             put(key, _readonly(arr))
 
-        ids = np.asarray(self.ids)
+        ids = _as_array(self.ids, "Snapshot.ids")
         if ids.shape != (n_part,):
             raise InputError(f"Snapshot.ids must have shape (N,) = ({n_part},), got {ids.shape}")
         if ids.dtype.kind not in "iu":
