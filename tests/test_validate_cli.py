@@ -1,0 +1,173 @@
+"""``emu-backend validate`` end to end: against a Quijote-format folder and against JaxPM.
+
+The default emulator weights are an untrained stand-in, so these tests check the machinery (exit codes,
+files, that the 2LPT baseline against an N-body truth gives sensible statistics), not emulator accuracy;
+the emulator runs a narrow random network (width 4) saved as a weights file, for speed. The Quijote
+folder is the 32^3 JaxPM fixture shared with test_quijote_readers.py. About 50 s on 2 cores, plus
+25 s for the slow JaxPM reference test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("hdf5plugin", reason="hdf5plugin not installed: pip install 'emu_backend[quijote]'")
+pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
+pytest.importorskip("matplotlib", reason="matplotlib not installed")
+
+from quijote_fixture import shared_quijote_dir  # noqa: E402
+
+from emu_backend.cli.main import main  # noqa: E402
+from emu_backend.inference import Emulator, ZdepModel  # noqa: E402
+from emu_backend.nn import StyledVNet  # noqa: E402
+
+N = 32
+PLOTS = {"power_ratio.png", "cross_correlation.png", "transfer.png", "bispectrum_ratio.png"}
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return shared_quijote_dir(n=N)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    path = tmp_path_factory.mktemp("weights") / "narrow.emu"
+    emu.save(path)
+    return path
+
+
+def _validate(capsys, *args):
+    code = main(["validate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _low_k(report: dict, name: str, key: str, k_max: float) -> np.ndarray:
+    k = np.array([np.nan if v is None else v for v in report["truth"]["power"]["k"]])
+    vals = np.array([np.nan if v is None else v for v in report["candidates"][name][key]])
+    return vals[np.isfinite(k) & (k < k_max)]
+
+
+@pytest.fixture(scope="module")
+def quijote_report(fx, weights, tmp_path_factory):
+    """One full run: emulator (narrow random net) judged, 2LPT baseline, default thresholds."""
+    out = tmp_path_factory.mktemp("report")
+    code = main(["validate", "--against", "quijote", str(fx.root), "--sim", str(fx.sim), "--snapnum", "4",
+                 "--weights", str(weights), "--out", str(out)])
+    return code, out
+
+
+def test_quijote_report_files_and_exit_code(quijote_report, fx):
+    code, out = quijote_report
+    assert code == 1  # the random emulator misses the default thresholds
+    names = {p.name for p in out.iterdir()}
+    expected = {"report.json", "report.md"} | PLOTS
+    if fx.halos is not None and fx.halos.n_halos:
+        expected.add("mass_function_ratio.png")
+    assert names == expected
+    for name in names - {"report.json", "report.md"}:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plots are PNGs
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is False and report["meta"]["candidates"] == ["emulator", "2lpt"]
+    assert {c["candidate"] for c in report["checks"]} == {"emulator"}  # the baseline is reported, not judged
+    assert report["meta"]["reference"]["snapnum"] == 4 and report["meta"]["seed"] == fx.seed
+    md = (out / "report.md").read_text()
+    assert "**Result: FAIL**" in md and "| emulator | min_r |" in md
+
+
+def test_quijote_2lpt_baseline_is_sensible(quijote_report, fx):
+    _, out = quijote_report
+    report = json.loads((out / "report.json").read_text())
+    # 2LPT from the recovered linear field against the N-body truth: linear scales agree (z = 0, k < 0.2 h/Mpc)
+    r = _low_k(report, "2lpt", "r", 0.2)
+    assert r.size and np.all(r > 0.9)
+    ratio = _low_k(report, "2lpt", "power_ratio", 0.2)
+    assert np.all(np.abs(ratio - 1) < 0.2)  # sample variance cancels: same modes in both
+    disp = report["candidates"]["2lpt"]["displacement"]
+    r_dis = np.array([np.nan if v is None else v for v in disp["r"]])
+    assert np.nanmax(r_dis) > 0.95  # large-scale displacements match
+    if fx.halos is not None and fx.halos.n_halos:
+        assert report["truth"]["n_halos"] == fx.halos.n_halos  # from the groups_004 files
+
+
+def test_quijote_thresholds_pass_and_fail_with_2lpt(fx, tmp_path, capsys):
+    base = ["--against", "quijote", fx.root / str(fx.sim), "--candidates", "2lpt", "--no-halos", "--k-max", "0.3"]
+    code, out, err = _validate(capsys, *base, "--max-pk-error", "10", "--min-r", "-1", "--out", tmp_path / "loose")
+    assert code == 0, err
+    assert "PASS" in out
+    assert json.loads((tmp_path / "loose" / "report.json").read_text())["passed"] is True
+    code, out, err = _validate(capsys, *base, "--max-pk-error", "0", "--min-r", "1", "--out", tmp_path / "strict")
+    assert code == 1, err
+    assert "FAIL" in out
+    # an existing report is never replaced without --overwrite: exit 2 before anything is computed
+    before = (tmp_path / "strict" / "report.json").read_bytes()
+    code, _, err = _validate(capsys, *base, "--out", tmp_path / "strict")
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert (tmp_path / "strict" / "report.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_against_jaxpm_writes_the_report(tmp_path, capsys):
+    out_dir = tmp_path / "pm"
+    code, out, err = _validate(capsys, "--against", "jaxpm", "-n", 16, "--mesh-factor", 1, "--seed", 3,
+                               "--candidates", "2lpt,za", "--min-r", 0.5, "--max-pk-error", 10, "--out", out_dir)
+    assert code == 0, err
+    assert {p.name for p in out_dir.iterdir()} >= {"report.json", "report.md"} | PLOTS
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["meta"]["reference"]["against"] == "jaxpm" and report["meta"]["grid"] == 16
+    r = _low_k(report, "2lpt", "r", 0.45)  # L = 31.25 Mpc/h: the first two bins
+    assert r.size and np.all(r > 0.9)
+
+
+def test_bad_input_exits_2_naming_the_problem(fx, tmp_path, capsys):
+    code, _, err = _validate(capsys, "--against", "quijote", "--out", tmp_path / "a")
+    assert code == 2 and "ROOT" in err
+    code, _, err = _validate(capsys, "--against", "quijote", tmp_path / "nowhere", "--sim", 0, "--out", tmp_path / "b")
+    assert code == 2 and "nowhere" in err
+    broken = tmp_path / "lh"
+    shutil.copytree(fx.root, broken)
+    (broken / str(fx.sim) / "snapdir_004" / "snap_004.1.hdf5").unlink()
+    code, _, err = _validate(capsys, "--against", "quijote", broken, "--sim", fx.sim, "--candidates", "2lpt",
+                             "--out", tmp_path / "c")
+    assert code == 2 and "snap_004.1.hdf5" in err
+    code, _, err = _validate(capsys, "--against", "jaxpm", fx.root, "--out", tmp_path / "d")
+    assert code == 2 and "--against quijote" in err
+    code, _, err = _validate(capsys, "--against", "quijote", fx.root, "--candidates", "emulator,nbody")
+    assert code == 2 and "nbody" in err
+
+
+def test_compare_and_report_library(tmp_path):
+    """compare() of a snapshot with itself is exact (analytic: ratio 1, r 1, zero error); report thresholds."""
+    from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+    from emu_backend.errors import InputError
+    from emu_backend.simulator import InitialConditions, simulate
+    from emu_backend.validation.compare import compare
+    from emu_backend.validation.report import Thresholds, write_report
+
+    ics = InitialConditions.from_noise(16, None, QUIJOTE_FIDUCIAL, seed=2)
+    truth, za = (simulate(ics, QUIJOTE_FIDUCIAL, z=0.0, backend=b)[0] for b in ("2lpt", "za"))
+    res = compare(truth, {"same": truth, "za": za}, halos=False)
+    json.dumps(res, allow_nan=False)  # strict JSON
+    same, worse = res["summary"]["same"], res["summary"]["za"]
+    assert same["max_abs_pk_ratio_minus_1"] == 0.0 and same["rms_displacement_error_mpc_h"] == 0.0
+    assert same["min_r"] == pytest.approx(1.0, abs=1e-12) and same["max_abs_bispectrum_ratio_minus_1"] == 0.0
+    assert worse["min_r"] < same["min_r"] and worse["rms_displacement_error_mpc_h"] > 0.1
+    rep = write_report(res, tmp_path / "a", thresholds=Thresholds(max_pk_error=1e-9, min_r=0.999999, judged=("same",)))
+    assert rep.passed and len(rep.checks) == 2
+    rep = write_report(res, tmp_path / "b", thresholds=Thresholds(max_pk_error=1e-9, min_r=0.999999, judged=("za",)))
+    assert not rep.passed and (tmp_path / "b" / "report.md").read_text().count("**FAIL**") == 2
+    with pytest.raises(InputError, match="already exists"):
+        write_report(res, tmp_path / "b", thresholds=Thresholds())
+    with pytest.raises(InputError, match="'other'"):
+        write_report(res, tmp_path / "c", thresholds=Thresholds(judged=("other",)))
+    with pytest.raises(InputError, match="a = "):
+        compare(truth, {"z1": simulate(ics, QUIJOTE_FIDUCIAL, z=1.0, backend="za")[0]})
