@@ -212,4 +212,4 @@ class StyledConv3d(nn.Module):
             dy = op(x.tangent, w, stride=self.stride) + op(x.primal, dw, stride=self.stride)
             c = torch.zeros_like(c)
         dy = torch.addcmul(dy, y, c, value=-1.0)
-        return Dual(y.add_(self.bias.view(1, -1, 1, 1, 1)), dy)
+        return Dual(y + self.bias.view(1, -1, 1, 1, 1), dy)  # not in place: autograd needs y for dy

@@ -8,7 +8,7 @@ times, accepts ``a`` as well as ``z`` and records the common provenance.
 
 Backends are looked up by name in a registry (:func:`get_backend`); the adapters add theirs with
 :func:`register_backend`. ``"jaxpm"`` and ``"pmwd"`` are placeholders until their adapters register;
-:func:`get_backend` imports the jaxpm adapter on first use of its name.
+:func:`get_backend` imports the jaxpm or pmwd adapter on first use of its name.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ _PLACEHOLDER = "_emu_backend_placeholder"
 
 #: Adapter modules imported by :func:`get_backend` on first use of a placeholder name; importing one
 #: registers the real backend (its constructor raises MissingDependencyError without the extra).
-_ADAPTER_MODULES = {"jaxpm": "emu_backend.adapters.jaxpm"}
+_ADAPTER_MODULES = {"jaxpm": "emu_backend.adapters.jaxpm", "pmwd": "emu_backend.adapters.pmwd"}
 
 
 def _load_adapter(name: str) -> None:

@@ -1,0 +1,204 @@
+"""Conversions between pmwd's linear modes and particles and our ICs and snapshots.
+
+Conventions (units, growth normalisation ``D_1(a=1)``, Fourier modes, x64) are stated in
+:mod:`emu_backend.adapters.pmwd_convert`. In short: pmwd's linear modes at ``a=None`` are
+``rfftn(delta_0) * cell_vol / D_1(a=1)`` of our z = 0 density; ``Particles.disp`` is in [L]
+(Mpc/h) from the nearest mesh point ``pmid``; ``Particles.vel = a^2 dx/dt`` in [H_0 L]
+(100 km/s), our ``v = a dx/dt`` in km/s.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.fft
+
+from ..cosmology.params import Cosmology
+from ..errors import InputError
+from ..simulator.ics import InitialConditions
+from ..simulator.snapshot import Snapshot
+from .pmwd_convert import (
+    _check_grid,
+    _check_lcdm,
+    _jax,
+    _length_mpc_h,
+    _pmwd_version,
+    _real,
+    _velocity_km_s,
+    grid_from_configuration,
+    pmwd_growth_today,
+    pmwd_modules,
+    pmwd_x64,
+)
+
+__all__ = [
+    "initial_conditions_from_modes",
+    "modes_from_initial_conditions",
+    "particles_from_snapshot",
+    "snapshot_from_particles",
+    "lagrangian_displacement",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# -- linear modes <-> our initial conditions --------------------------------------------------
+def initial_conditions_from_modes(modes, cosmo, conf, *, white_noise: bool = False,
+                                  seed: int | None = None) -> InitialConditions:
+    """Our z = 0 :class:`InitialConditions` from pmwd modes.
+
+    Parameters
+    ----------
+    modes : array, shape (n, n, n) real or (n, n, n//2+1) complex
+        ``white_noise=False``: pmwd's linear modes at ``a=None`` (``linear_modes(..., a=None)``):
+        complex Fourier modes [L^3] or real overdensity (``real=True``).
+        ``white_noise=True``: pmwd white noise (``white_noise(seed, conf)``, Fourier or real);
+        pmwd's ``linear_modes`` is applied first.
+    cosmo : pmwd.Cosmology
+        Flat LambdaCDM with tables (``boltzmann``); its ``Omega_m`` sets ``D_1(a=1)``.
+    conf : pmwd.Configuration
+        Cubic 3D grid.
+    white_noise : bool
+        Whether ``modes`` is white noise.
+    seed : int, optional
+        Recorded in the ICs.
+
+    Returns
+    -------
+    InitialConditions
+        ``density = D_1(1) irfftn(modes) / cell_vol`` (z = 0); the displacement is
+        ``i k delta_k / k^2`` with the Nyquist planes dropped.
+    """
+    pmwd = pmwd_modules()
+    spec = grid_from_configuration(conf)
+    _check_lcdm(cosmo)
+    n = spec.n
+    arr = np.asarray(modes)
+    if arr.shape == (n, n, n // 2 + 1) and np.iscomplexobj(arr):
+        complex_modes = True
+    elif arr.shape == (n, n, n) and np.isrealobj(arr) and arr.dtype.kind == "f":
+        complex_modes = False
+    else:
+        raise InputError(f"modes must be complex of shape {(n, n, n // 2 + 1)} or real of shape {(n, n, n)} "
+                         f"for this configuration, got {arr.dtype} {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError("modes contain NaN or inf")
+    if white_noise:
+        with pmwd_x64():
+            arr = np.asarray(pmwd.linear_modes(modes, cosmo, conf))
+        complex_modes = True
+    if complex_modes:
+        delta = scipy.fft.irfftn(arr.astype(np.complex128), s=(n, n, n)) / float(conf.ptcl_cell_vol)
+    else:
+        delta = arr.astype(np.float64)
+    delta *= pmwd_growth_today(float(cosmo.Omega_m))
+    prov = {"source": "pmwd_modes", "white_noise": bool(white_noise), "pmwd_version": _pmwd_version()}
+    return InitialConditions.from_linear_density(delta, spec.box_size, seed=seed, provenance=prov)
+
+
+def modes_from_initial_conditions(ics: InitialConditions, cosmo, conf):
+    """pmwd linear Fourier modes at ``a=None`` [L^3] of our z = 0 ICs (input of ``pmwd.lpt``).
+
+    ``modes = rfftn(ics.density) * cell_vol / D_1(a=1)``, complex of ``conf.float_dtype``'s
+    precision, shape ``(n, n, n//2+1)``; ``conf`` must have our grid (n and box).
+    """
+    if not isinstance(ics, InitialConditions):
+        raise InputError(f"ics must be InitialConditions, got {type(ics).__name__}")
+    spec = grid_from_configuration(conf)
+    _check_grid(spec, ics.n, ics.box_size, "ics")
+    _check_lcdm(cosmo)
+    modes = scipy.fft.rfftn(ics.density.astype(np.float64))
+    modes *= float(conf.ptcl_cell_vol) / pmwd_growth_today(float(cosmo.Omega_m))
+    cdtype = np.complex64 if np.dtype(conf.float_dtype) == np.float32 else np.complex128
+    jax = _jax()
+    with pmwd_x64():
+        return jax.numpy.asarray(modes.astype(cdtype))
+
+
+# -- Snapshot <-> Particles ---------------------------------------------------------------------
+def particles_from_snapshot(snapshot: Snapshot, conf):
+    """pmwd ``Particles`` (pmid, disp [L], canonical vel [H_0 L]) of our snapshot, in Lagrangian order.
+
+    ``pmid`` and the Lagrangian offsets come from ``Particles.gen_grid(conf)``; ``disp`` adds our
+    displacement (minimal image) converted to [L]; ``vel = a v / (conf.V / 1e3 km/s)``.
+    """
+    if not isinstance(snapshot, Snapshot):
+        raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
+    pmwd = pmwd_modules()
+    spec = grid_from_configuration(conf)
+    _check_grid(spec, snapshot.grid, snapshot.box_size, "snapshot")
+    dis = snapshot.displacement_field().reshape(3, -1).T.astype(np.float64) / _length_mpc_h(conf)
+    vel = snapshot.velocity_field().reshape(3, -1).T.astype(np.float64) * (snapshot.a / _velocity_km_s(conf))
+    jnp = _jax().numpy
+    with pmwd_x64():
+        grid = pmwd.Particles.gen_grid(conf)
+        disp = np.asarray(grid.disp, dtype=np.float64) + dis
+        return pmwd.Particles(conf, grid.pmid, jnp.asarray(disp), vel=jnp.asarray(vel))
+
+
+def lagrangian_displacement(ptcl) -> np.ndarray:
+    """Displacements [Mpc/h] of pmwd ``Particles`` from their Lagrangian grid points, float64.
+
+    Parameters
+    ----------
+    ptcl : pmwd.Particles
+        ``n^3`` particles in ``Particles.gen_grid(ptcl.conf)`` order.
+
+    Returns
+    -------
+    ndarray, shape (n^3, 3), float64
+        ``(pmid - pmid_grid) * cell_size + disp - disp_grid``, pmid differences taken modulo the
+        mesh (minimal image), converted from [L] to Mpc/h.
+    """
+    pmwd = pmwd_modules()
+    if not isinstance(ptcl, pmwd.Particles):
+        raise InputError(f"ptcl must be pmwd.Particles, got {type(ptcl).__name__}")
+    conf = ptcl.conf
+    n = grid_from_configuration(conf).n
+    if len(ptcl) != n**3:
+        raise InputError(f"ptcl has {len(ptcl)} particles, the configuration's grid {n}^3 = {n**3}")
+    with pmwd_x64():
+        grid = pmwd.Particles.gen_grid(conf)
+    mesh = np.asarray(conf.mesh_shape, dtype=np.int64)
+    dpmid = np.asarray(ptcl.pmid, dtype=np.int64) - np.asarray(grid.pmid, dtype=np.int64)
+    dpmid -= mesh * np.round(dpmid / mesh).astype(np.int64)  # pmid may be wrapped or not
+    dis = dpmid * float(conf.cell_size) + (np.asarray(ptcl.disp, np.float64) - np.asarray(grid.disp, np.float64))
+    return dis * _length_mpc_h(conf)
+
+
+def snapshot_from_particles(ptcl, a: float, cosmology: Cosmology, *, meta: dict | None = None) -> Snapshot:
+    """Our :class:`Snapshot` of pmwd ``Particles`` on a Lagrangian grid (``gen_grid`` order).
+
+    Parameters
+    ----------
+    ptcl : pmwd.Particles
+        ``n^3`` particles with ``vel``, in the order of ``Particles.gen_grid(ptcl.conf)`` (as made by
+        ``lpt`` and kept by ``nbody``).
+    a : float
+        Scale factor of the particles (pmwd's Particles do not carry it), in (0, 1.5].
+    cosmology : Cosmology
+        Our cosmology of the run.
+    meta : dict, optional
+        Provenance.
+
+    Returns
+    -------
+    Snapshot
+        Positions ``q + disp`` [Mpc/h], ``v = vel (conf.V / 1e3) / a`` [km/s], ids ``0..n^3-1``.
+    """
+    pmwd = pmwd_modules()
+    if not isinstance(ptcl, pmwd.Particles):
+        raise InputError(f"ptcl must be pmwd.Particles, got {type(ptcl).__name__}")
+    a = _real(a, "a", 0.0, 1.5)
+    conf = ptcl.conf
+    spec = grid_from_configuration(conf)
+    n = spec.n
+    if ptcl.vel is None:
+        raise InputError("ptcl.vel is None: pmwd Particles without velocities cannot become a Snapshot")
+    dis = lagrangian_displacement(ptcl)
+    vel = np.asarray(ptcl.vel, dtype=np.float64) * (_velocity_km_s(conf) / a)
+    if not (np.isfinite(dis).all() and np.isfinite(vel).all()):
+        raise InputError("ptcl has NaN or inf displacements or velocities")
+    return Snapshot.from_displacement(dis.T.reshape(3, n, n, n), vel.T.reshape(3, n, n, n), a, spec.box_size,
+                                      cosmology, meta=meta)
