@@ -35,6 +35,13 @@ form in :mod:`emu_backend.cosmology.growth`), tabulated on 128 log-spaced ``a`` 
 linearly interpolated: it agrees with our hypergeometric ``D`` to ~1e-4 and clips ``D`` at 1
 (``a_start < 1`` here). Its second-order factor is ``-3/7 D^2`` without our ``Omega_m^(-1/143)``.
 
+Force compensation (``compensate=True``): JaxPM's force is smoothed twice by the CIC window (paint
+and read), which at the trained cell size leaves P(k) at k = 1 h/Mpc about 9% (mesh factor 2) or 4%
+(mesh factor 3) low against a finer mesh (docs/training_data.md). With ``compensate`` the painted
+density is divided by the squared CIC window in Fourier space (``jaxpm.kernels.cic_compensation``)
+before the force is computed, which brings mesh factor 3 to ~1% up to k = 1 h/Mpc. The ODE is then
+JaxPM's ``make_ode_fn`` recomposed from its public pieces with that one extra factor.
+
 JAX and torch in one process: nothing here changes a global JAX flag (float32 throughout; x64 stays
 as the user set it) or any torch setting. Before JAX is first imported, the adapter sets the
 environment default ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (only if unset) so that JAX on a GPU
@@ -120,6 +127,24 @@ def _check_real(value, key, lo, hi, lo_open=True, hi_open=True):
     return v
 
 
+def _compensated_ode_fn(mesh_shape):
+    """JaxPM's N-body ODE with the painted density divided by the squared CIC window (see module notes)."""
+    jax, jc, pm, _ = _jax_modules()
+    from jaxpm.kernels import cic_compensation, fftk
+
+    jnp = jax.numpy
+
+    def nbody_ode(state, a, cosmo):
+        pos, vel = state
+        delta_k = pm.fft3d(pm.cic_paint(jnp.zeros(mesh_shape), pos))
+        delta_k = delta_k * cic_compensation(fftk(delta_k)) ** 2
+        forces = pm.pm_forces(pos, mesh_shape=mesh_shape, delta=delta_k) * 1.5 * cosmo.Omega_m
+        e = jnp.sqrt(jc.background.Esqr(cosmo, a))
+        return vel / (a**3 * e), forces / (a**2 * e)
+
+    return nbody_ode
+
+
 class JaxPMBackend(Backend):
     """Particle-mesh N-body with JaxPM: 2LPT at ``a_start``, then an adaptive ODE solve to each output.
 
@@ -140,6 +165,9 @@ class JaxPMBackend(Backend):
         ``odeint`` stops stepping and extrapolates without an error; float32 runs at the allowed
         tolerances take far fewer (``meta["force_evaluations"]`` counts the PM force evaluations,
         six per Dopri5 step including rejected ones).
+    compensate : bool
+        Divide the painted density by the squared CIC window before the force (module notes); off
+        by default to stay JaxPM's own scheme, on in ``make-training-set``.
 
     Examples
     --------
@@ -150,7 +178,7 @@ class JaxPMBackend(Backend):
     name = "jaxpm"
 
     def __init__(self, mesh_factor: int = 2, *, a_start: float = 0.1, lpt_order: int = 2,
-                 rtol: float = 1e-4, atol: float = 1e-4, mxstep: int = 10000):
+                 rtol: float = 1e-4, atol: float = 1e-4, mxstep: int = 10000, compensate: bool = False):
         if (isinstance(mesh_factor, bool) or not isinstance(mesh_factor, numbers.Integral)
                 or mesh_factor not in MESH_FACTORS):
             raise InputError(f"mesh_factor must be an integer in {MESH_FACTORS}, got {mesh_factor!r}")
@@ -164,11 +192,15 @@ class JaxPMBackend(Backend):
         self.rtol = _check_real(rtol, "rtol", 1e-7, 1e-1, lo_open=False, hi_open=False)
         self.atol = _check_real(atol, "atol", 1e-7, 1e-1, lo_open=False, hi_open=False)
         self.mxstep = int(mxstep)
+        if not isinstance(compensate, bool):
+            raise InputError(f"compensate must be True or False, got {compensate!r}")
+        self.compensate = compensate
         _jax_modules()  # MissingDependencyError naming the extra now, not at the first run
 
     def describe(self) -> dict:
         return {"mesh_factor": self.mesh_factor, "a_start": self.a_start, "lpt_order": self.lpt_order,
-                "rtol": self.rtol, "atol": self.atol, "mxstep": self.mxstep, "solver": "jax.experimental.ode.odeint"}
+                "rtol": self.rtol, "atol": self.atol, "mxstep": self.mxstep, "compensate": self.compensate,
+                "solver": "jax.experimental.ode.odeint"}
 
     def run(self, ics, cosmology, z):
         a_out = np.array([1.0 / (1.0 + float(zi)) for zi in z])
@@ -177,7 +209,6 @@ class JaxPMBackend(Backend):
             raise InputError(f"output z = {bad!r} is not after the start a_start = {self.a_start} "
                              f"(z = {1.0 / self.a_start - 1.0:.6g}); lower a_start or drop that output")
         jax, _, pm, ode = _jax_modules()
-        jnp = jax.numpy
         import jaxpm
 
         n, m, box = ics.n, self.mesh_factor, ics.box_size
@@ -188,18 +219,14 @@ class JaxPMBackend(Backend):
         delta = upsample_density(ics.density, m).astype(np.float32)
         grid = np.stack(np.meshgrid(*(np.arange(big, dtype=np.float32),) * 3, indexing="ij"), axis=-1)
         try:
-            cosmo = to_jax_cosmo(cosmology)
-            particles = jnp.asarray(grid)
-            dx, p, _ = pm.lpt(cosmo, jnp.asarray(delta), particles, a=self.a_start, order=self.lpt_order)
-            jaxpm_ode = pm.make_ode_fn((big, big, big))
-            n_evals = [0]
+            x32 = jax.enable_x64(False)  # float32 even where e.g. ``import pmwd`` switched x64 on globally
+        except (AttributeError, TypeError):  # older jax: no context manager; float32 is then the default
+            import contextlib
 
-            def ode_fn(state, a, cosmo_):  # JaxPM's ODE, counting force evaluations for the provenance
-                jax.debug.callback(lambda: n_evals.__setitem__(0, n_evals[0] + 1))
-                return jaxpm_ode(state, a, cosmo_)
-
-            pos_t, mom_t = ode.odeint(ode_fn, [particles + dx, p], jnp.asarray(times), cosmo,
-                                      rtol=self.rtol, atol=self.atol, mxstep=self.mxstep)
+            x32 = contextlib.nullcontext()
+        try:
+            with x32:
+                pos_t, mom_t, n_evals = self._integrate(jax, pm, ode, cosmology, delta, grid, times)
             pos_t = np.asarray(pos_t)[1:, ::m, ::m, ::m].astype(np.float64)  # (T, n, n, n, 3) cells
             mom_t = np.asarray(mom_t)[1:, ::m, ::m, ::m].astype(np.float64)
         except (InputError, MemoryError):
@@ -210,9 +237,9 @@ class JaxPMBackend(Backend):
             raise ComputationError(f"JaxPM returned NaN/inf (rtol={self.rtol}, atol={self.atol}, mxstep={self.mxstep});"
                                    " a tighter tolerance or a larger mxstep may help")
         logger.info("JaxPM: %d^3 particles, mesh %d^3, a %.3g -> %.3g, %d force evaluations", big, big,
-                    self.a_start, float(a_out.max()), n_evals[0])
+                    self.a_start, float(a_out.max()), n_evals)
         q = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) * (box / n),) * 3, indexing="ij"))
-        meta = {**self.describe(), "mesh_n": big, "force_evaluations": n_evals[0], "jax_version": jax.__version__,
+        meta = {**self.describe(), "mesh_n": big, "force_evaluations": n_evals, "jax_version": jax.__version__,
                 "jaxpm_version": getattr(jaxpm, "__version__", None) or _dist_version("jaxpm"),
                 "jax_device": str(jax.devices()[0])}
         snaps = [None] * len(z)
@@ -223,6 +250,25 @@ class JaxPMBackend(Backend):
             snaps[idx] = Snapshot.from_displacement(x - q, vel, 1.0 / (1.0 + float(z[idx])), box, cosmology,
                                                     meta=dict(meta))
         return snaps
+
+    def _integrate(self, jax, pm, ode, cosmology, delta, grid, times):
+        """LPT at ``a_start`` then the adaptive ODE solve; returns positions, momenta (T+1, N, N, N, 3)
+        in mesh units and the number of force evaluations."""
+        jnp = jax.numpy
+        big = grid.shape[0]
+        cosmo = to_jax_cosmo(cosmology)
+        particles = jnp.asarray(grid)
+        dx, p, _ = pm.lpt(cosmo, jnp.asarray(delta), particles, a=self.a_start, order=self.lpt_order)
+        jaxpm_ode = (_compensated_ode_fn if self.compensate else pm.make_ode_fn)((big, big, big))
+        n_evals = [0]
+
+        def ode_fn(state, a, cosmo_):  # JaxPM's ODE, counting force evaluations for the provenance
+            jax.debug.callback(lambda: n_evals.__setitem__(0, n_evals[0] + 1))
+            return jaxpm_ode(state, a, cosmo_)
+
+        pos_t, mom_t = ode.odeint(ode_fn, [particles + dx, p], jnp.asarray(times), cosmo,
+                                  rtol=self.rtol, atol=self.atol, mxstep=self.mxstep)
+        return pos_t, mom_t, n_evals[0]
 
     def __repr__(self) -> str:
         return (f"JaxPMBackend(mesh_factor={self.mesh_factor}, a_start={self.a_start}, lpt_order={self.lpt_order}, "

@@ -8,7 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-@pytest.mark.parametrize("page", ["simulator.md", "validation.md"])
+@pytest.mark.parametrize("page", ["simulator.md", "validation.md", "training_data.md"])
 def test_python_blocks_run(page):
     text = (DOCS / page).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
