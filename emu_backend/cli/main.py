@@ -125,6 +125,18 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Cal
             _add_run_arguments, _handle_run),
 }
 
+from .validate import add_validate_arguments, handle_validate  # noqa: E402  (light: no heavy imports at load)
+
+SUBCOMMANDS["validate"] = ("compare the emulator and 2LPT with a reference N-body snapshot (Quijote, JaxPM, pmwd) "
+                           "and write a report; exit 1 when a threshold is missed",
+                           add_validate_arguments, handle_validate)
+from .make_training_set import SUBCOMMAND as _MAKE_TRAINING_SET  # noqa: E402  (light: argparse only)
+SUBCOMMANDS["make-training-set"] = _MAKE_TRAINING_SET
+from .predict import SUBCOMMAND as _PREDICT  # noqa: E402  (light: argparse only)
+SUBCOMMANDS["predict"] = _PREDICT
+from .train import SUBCOMMAND as _TRAIN  # noqa: E402  (light: argparse only)
+SUBCOMMANDS["train"] = _TRAIN
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""

@@ -20,7 +20,7 @@ from .domain import TrainingDomain
 from .models import EmulatorModel, EmuModel, ZdepModel
 from .tiling import Tile, TilePlan, periodic_read
 
-__all__ = ["Emulator", "Prediction", "MODEL_KINDS"]
+__all__ = ["Emulator", "Prediction", "RunPlan", "MODEL_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,31 @@ class Prediction:
     z: float
     omega_m: float
     meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The checked arguments of one emulation run (see :meth:`Emulator.plan`).
+
+    Attributes
+    ----------
+    shape : tuple of 4 int
+        ``(3, N0, N1, N2)``, the input (and output) field shape.
+    zs : tuple of float
+        Output redshifts.
+    omega_m : float
+    tiles : TilePlan
+        The tiling of the box.
+    velocity : bool
+    batch_size : int
+    """
+
+    shape: tuple
+    zs: tuple
+    omega_m: float
+    tiles: TilePlan
+    velocity: bool
+    batch_size: int
 
 
 def _check_field(dis) -> tuple:
@@ -221,31 +246,43 @@ class Emulator:
         Prediction or list of Prediction
             One per redshift (a list when ``z`` is a sequence).
         """
-        shape, zs, omega_m, plan, out = self._prepare(linear_displacement, omega_m, z, velocity, tile_size,
-                                                      batch_size, box_size, out)
+        rp = self.plan(linear_displacement, omega_m, z, velocity=velocity, tile_size=tile_size,
+                       batch_size=batch_size, box_size=box_size)
+        out = self._check_out(rp, out)
         single = np.ndim(z) == 0
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
-        for batch in self._run_batches(linear_displacement, omega_m, zs, out, plan, batch_size, velocity, 0):
+        bar = tqdm(total=len(rp.tiles), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
+        for batch in self._run_batches(linear_displacement, rp, out, 0, len(rp.tiles), 0):
             bar.update(len(batch))
         bar.close()
-        meta = {"omega_m": omega_m, "tile_size": tile_size, "model_kind": self.model.kind, "untrained": self.untrained,
+        meta = {"omega_m": rp.omega_m, "tile_size": tile_size, "model_kind": self.model.kind, "untrained": self.untrained,
                 "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
-        preds = [Prediction(d, v, zi, omega_m, dict(meta)) for (d, v), zi in zip(out, zs)]
+        preds = [Prediction(d, v, zi, rp.omega_m, dict(meta)) for (d, v), zi in zip(out, rp.zs)]
         return preds[0] if single else preds
 
     def predict_batches(self, linear_displacement, omega_m: float, z, out, *, velocity: bool = True,
                         tile_size: int = 128, batch_size: int = 1, box_size: float | None = None,
-                        start_tile: int = 0) -> Iterator[list[Tile]]:
-        """Emulate tile batch by tile batch into ``out``, from tile ``start_tile`` on.
+                        start_tile: int = 0, stop_tile: int | None = None,
+                        out_offset: int = 0) -> Iterator[list[Tile]]:
+        """Emulate tile batch by tile batch into ``out``, tiles ``start_tile`` to ``stop_tile``.
 
         The arguments are those of :meth:`predict` (checked here, before the first batch);
         ``out`` is required. Tiles are those of ``TilePlan(shape, tile_size)``, grouped by
-        ``TilePlan.batches(batch_size, start_tile)``. The returned iterator computes one batch per
-        step, writes it into ``out`` for every redshift, then yields the batch's tiles, so a caller
-        can flush or record progress between batches (see :mod:`emu_backend.inference.streaming`).
-        Starting at a batch boundary of a full run gives the same batches, hence the same values.
+        ``TilePlan.batches(batch_size, start_tile, stop_tile)``. The returned iterator computes one
+        batch per step, writes it into ``out`` for every redshift, then yields the batch's tiles, so a
+        caller can flush or record progress between batches (see
+        :mod:`emu_backend.inference.streaming`). Starting at a batch boundary of a full run gives the
+        same batches, hence the same values.
+
+        Parameters
+        ----------
+        start_tile, stop_tile : int
+            Tile index range ``[start_tile, stop_tile)`` (default: to the last tile).
+        out_offset : int
+            Box cell of ``out``'s first row along axis 0: ``out`` may be a slab
+            ``(3, M, N1, N2)`` holding rows ``[out_offset, out_offset + M)`` of the box, which must
+            contain every computed tile (used by :mod:`emu_backend.inference.distributed`).
 
         Returns
         -------
@@ -253,14 +290,36 @@ class Emulator:
         """
         if out is None:
             raise InputError("predict_batches needs out=, one (displacement, velocity) pair per redshift")
-        _, zs, omega_m, plan, out = self._prepare(linear_displacement, omega_m, z, velocity, tile_size,
-                                                  batch_size, box_size, out)
-        if not isinstance(start_tile, (int, np.integer)) or not 0 <= start_tile <= len(plan):
-            raise InputError(f"start_tile must be an integer in [0, {len(plan)}], got {start_tile!r}")
-        return self._run_batches(linear_displacement, omega_m, zs, out, plan, batch_size, velocity, int(start_tile))
+        rp = self.plan(linear_displacement, omega_m, z, velocity=velocity, tile_size=tile_size,
+                       batch_size=batch_size, box_size=box_size)
+        n = len(rp.tiles)
+        stop_tile = n if stop_tile is None else stop_tile
+        if not isinstance(stop_tile, (int, np.integer)) or not 0 <= stop_tile <= n:
+            raise InputError(f"stop_tile must be an integer in [0, {n}], got {stop_tile!r}")
+        if not isinstance(start_tile, (int, np.integer)) or not 0 <= start_tile <= stop_tile:
+            raise InputError(f"start_tile must be an integer in [0, {stop_tile}], got {start_tile!r}")
+        if not isinstance(out_offset, (int, np.integer)) or out_offset < 0:
+            raise InputError(f"out_offset must be a non-negative integer, got {out_offset!r}")
+        rows = rp.tiles.rows(start_tile, stop_tile) if start_tile < stop_tile else (out_offset, out_offset)
+        out = self._check_out(rp, out, rows, int(out_offset))
+        return self._run_batches(linear_displacement, rp, out, int(start_tile), int(stop_tile), int(out_offset))
 
-    def _prepare(self, linear_displacement, omega_m, z, velocity, tile_size, batch_size, box_size, out):
-        """Check :meth:`predict`'s arguments; return shape, redshifts, omega_m, plan and destinations."""
+    def plan(self, linear_displacement, omega_m: float, z, *, velocity: bool = True, tile_size: int = 128,
+             batch_size: int = 1, box_size: float | None = None) -> RunPlan:
+        """Check the arguments of :meth:`predict` and return the run's plan; computes nothing.
+
+        Only the field's shape and dtype are read, and its values (block by block) for finiteness.
+        Raises the errors :meth:`predict` would raise for these arguments (:class:`InputError`,
+        :class:`~emu_backend.errors.DomainError`).
+
+        Examples
+        --------
+        >>> from emu_backend.nn import StyledVNet
+        >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+        >>> rp = emu.plan(np.zeros((3, 16, 16, 16), np.float32), 0.3, [0.0, 1.0], tile_size=8)
+        >>> rp.zs, len(rp.tiles)
+        ((0.0, 1.0), 8)
+        """
         shape = _check_field(linear_displacement)
         single = np.ndim(z) == 0
         zs = [_real("z", z)] if single else [_real("z", v) for v in (z if isinstance(z, Sequence) else np.ravel(z))]
@@ -276,7 +335,7 @@ class Emulator:
             raise InputError(f"z must be > -1, got {zs}")
         if box_size is not None and not _real("box_size", box_size) > 0:
             raise InputError(f"box_size must be positive, got {box_size!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if velocity and not self.model.has_velocity:
             raise InputError("this emulator has no velocity network (load it with velocity_checkpoint=...) ; pass velocity=False")
@@ -284,35 +343,50 @@ class Emulator:
             raise InputError(f"box_size needs a cubic grid, got {shape[1:]}")
         self.model.domain.check(omega_m, zs, box_size, shape[1] if box_size is not None else None,
                                 self.allow_extrapolation)
-        plan = TilePlan(shape[1:], tile_size)
-        if out is None:
-            out = [(np.empty(shape, np.float32), np.empty(shape, np.float32) if velocity else None) for _ in zs]
-        elif not isinstance(out, Sequence) or len(out) != len(zs):
-            raise InputError(f"out must be a list of one (displacement, velocity) pair per redshift ({len(zs)}), got {out!r}")
-        else:
-            for i, pair in enumerate(out):
-                want = (shape, shape if velocity else None)
-                got = tuple(None if a is None else tuple(getattr(a, "shape", ())) for a in pair) if isinstance(pair, Sequence) else pair
-                if not isinstance(pair, Sequence) or len(pair) != 2 or got[0] != want[0] or (velocity and got[1] != want[1]):
-                    raise InputError(f"out[{i}] must be a (displacement, velocity) pair of arrays of shape {shape}, got shapes {got!r}")
+        tiles = TilePlan(shape[1:], tile_size)
         log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
-                 len(plan), tile_size, self.device, str(self.dtype).replace("torch.", ""))
-        return shape, zs, omega_m, plan, out
+                 len(tiles), tile_size, self.device, str(self.dtype).replace("torch.", ""))
+        return RunPlan(shape, tuple(zs), omega_m, tiles, bool(velocity), int(batch_size))
 
-    def _run_batches(self, linear_displacement, omega_m, zs, out, plan, batch_size, velocity, start):
-        for batch in plan.batches(batch_size, start):
+    @staticmethod
+    def _check_out(rp: RunPlan, out, rows=None, offset: int = 0):
+        """Destinations ``out`` checked against the plan (allocated in memory when None).
+
+        ``rows``: the box rows ``[lo, hi)`` along axis 0 the computed tiles cover; ``out`` holds
+        rows ``[offset, offset + M)``.
+        """
+        shape, velocity = rp.shape, rp.velocity
+        if out is None:
+            return [(np.empty(shape, np.float32), np.empty(shape, np.float32) if velocity else None) for _ in rp.zs]
+        if not isinstance(out, Sequence) or len(out) != len(rp.zs):
+            raise InputError(f"out must be a list of one (displacement, velocity) pair per redshift ({len(rp.zs)}), got {out!r}")
+        lo, hi = (0, shape[1]) if rows is None else rows
+        for i, pair in enumerate(out):
+            got = tuple(None if a is None else tuple(getattr(a, "shape", ())) for a in pair) if isinstance(pair, Sequence) else pair
+            ok = isinstance(pair, Sequence) and len(pair) == 2
+            for g in (got[:2] if velocity else got[:1]) if ok else ():
+                ok = ok and g is not None and len(g) == 4 and g[0] == 3 and g[2:] == shape[2:] \
+                    and offset <= lo and hi <= offset + g[1] and (rows is not None or g[1] == shape[1])
+            if not ok:
+                want = shape if rows is None else f"(3, M, {shape[2]}, {shape[3]}) holding rows [{lo}, {hi}) from row {offset}"
+                raise InputError(f"out[{i}] must be a (displacement, velocity) pair of arrays of shape {want}, got shapes {got!r}")
+        return out
+
+    def _run_batches(self, linear_displacement, rp: RunPlan, out, start: int, stop: int, offset: int):
+        for batch in rp.tiles.batches(rp.batch_size, start, stop):
             x = np.stack([periodic_read(linear_displacement, t.input_origin, t.input_size) for t in batch])
             xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype) / 6.0
-            for (dis_out, vel_out), zi in zip(out, zs):
-                dis, vel = self.model.predict_tiles(xt, omega_m, zi, velocity)
-                self._write(dis_out, dis, batch)
-                if velocity:
-                    self._write(vel_out, vel, batch)
+            for (dis_out, vel_out), zi in zip(out, rp.zs):
+                dis, vel = self.model.predict_tiles(xt, rp.omega_m, zi, rp.velocity)
+                self._write(dis_out, dis, batch, offset)
+                if rp.velocity:
+                    self._write(vel_out, vel, batch, offset)
             yield batch
 
     @staticmethod
-    def _write(dst, tiles: torch.Tensor, batch) -> None:
+    def _write(dst, tiles: torch.Tensor, batch, offset: int = 0) -> None:
         arr = tiles.detach().to("cpu", torch.float32).numpy()
         for t, a in zip(batch, arr):
             (a0, a1, a2), (s0, s1, s2) = t.anchor, t.size
+            a0 -= offset
             dst[:, a0:a0 + s0, a1:a1 + s1, a2:a2 + s2] = a[:, :s0, :s1, :s2]

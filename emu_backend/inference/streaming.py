@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,8 @@ from ..io.atomic import check_overwrite
 from ..io.fields import _FORMAT, _FORMAT_VERSION
 from ..simulator.snapshot import meta_from_json, meta_to_json
 from .domain import TRAINED_CELL_SIZE_MPC_H
-from .tiling import TilePlan
 
-__all__ = ["predict_to_file", "output_paths"]
+__all__ = ["predict_to_file", "output_paths", "PARTIAL_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,17 @@ def output_paths(output_path, z) -> list[Path]:
         raise InputError(f"output {str(output_path)!r} must end in .h5 or .hdf5")
     if np.ndim(z) == 0:
         return [output_path]
-    paths = [output_path.with_name(f"{output_path.stem}_z{float(v):g}{output_path.suffix}") for v in z]
+    paths = [output_path.with_name(f"{output_path.stem}_z{v:g}{output_path.suffix}") for v in _redshifts(z)]
     if len(set(paths)) != len(paths):
         raise InputError(f"redshifts {list(z)} give clashing file names {[p.name for p in paths]}")
     return paths
+
+
+def _redshifts(z) -> list[float]:
+    try:
+        return [float(v) for v in (np.ravel(z) if np.ndim(z) else [z])]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"z must be a real number or a list of them, got {z!r}") from exc
 
 
 def _partial(path: Path) -> Path:
@@ -117,7 +125,7 @@ def _mismatch(path: Path, recorded: dict, wanted: dict) -> str | None:
 def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cosmology: Cosmology | None = None,
                     box_size: float | None = None, velocity: bool = True, tile_size: int = 128,
                     batch_size: int = 1, overwrite: bool = False, resume: bool = True,
-                    progress: bool = False) -> list[Path]:
+                    progress: bool = False, on_batch: Callable[[int, int], None] | None = None) -> list[Path]:
     """Emulate a box stored on disk into HDF5 field files, resumably and with bounded memory.
 
     Parameters
@@ -145,6 +153,8 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
         Continue partial files left by an interrupted run with the same parameters (input path,
         size and modification time, omega_m, redshifts, tile and batch size, velocity, box size,
         emulator weights, dtype, device). A mismatch raises :class:`InputError` naming the fields.
+    on_batch : callable, optional
+        Called as ``on_batch(next_tile, n_tiles)`` after each batch is flushed to disk.
 
     Returns
     -------
@@ -156,115 +166,190 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     InputError
         Existing outputs without ``overwrite``; a partial file from a different run, or any partial
         file with ``resume=False``; bad arguments (as in :meth:`Emulator.predict`).
-    """
-    import h5py
 
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from emu_backend.inference import Emulator, ZdepModel
+    >>> from emu_backend.io.fields import read_fields
+    >>> from emu_backend.nn import StyledVNet
+    >>> d = Path(tempfile.mkdtemp())
+    >>> np.save(d / "lin.npy", np.zeros((3, 8, 8, 8), np.float32))
+    >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    >>> [p] = predict_to_file(emu, d / "lin.npy", d / "out.h5", 0.3, 1.0, tile_size=8, velocity=False)
+    >>> read_fields(p).displacement.shape
+    (3, 8, 8, 8)
+    """
+    finals = output_paths(output_path, z)
+    zs = _redshifts(z)
+    with contextlib.ExitStack() as stack:
+        job = prepare_stream(stack, emulator, input_path, finals, omega_m, zs, cosmology=cosmology,
+                             box_size=box_size, velocity=velocity, tile_size=tile_size, batch_size=batch_size,
+                             overwrite=overwrite, resume=resume)
+        run_stream(stack, job, progress=progress, on_batch=on_batch)
+    return finals
+
+
+@dataclass
+class StreamJob:
+    """A checked streaming run, between :func:`prepare_stream` and :func:`run_stream` (internal seam,
+    shared with :mod:`emu_backend.inference.distributed`)."""
+
+    emulator: object
+    src: object
+    shape: tuple
+    omega_m: float
+    velocity: bool
+    tile_size: int
+    batch_size: int
+    box_size: float
+    tiles: tuple  # [start, stop) of this job
+    rows: tuple  # box rows [lo, hi) along axis 0 held by the files
+    n_tiles: int
+    run: dict
+    header: dict  # root attributes of new files (less run/next_tile/complete/z/a)
+    meta: dict
+    todo: list = field(default_factory=list)  # (z, final, partial, start or None)
+    finals: list = field(default_factory=list)
+
+
+def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, omega_m, zs, *,
+                   cosmology=None, box_size=None, velocity=True, tile_size=128, batch_size=1,
+                   overwrite=False, resume=True, part=None, accept_complete=None) -> StreamJob:
+    """Check everything and decide, per redshift, to start, resume or skip; writes nothing.
+
+    ``part``: ``(rank, world_size)`` of one part of a multi-file run: the files hold the slab of
+    rows of the rank's tiles (:meth:`TilePlan.slab_share`); rank, world size, tiles and rows join the
+    run record (compared on resume). ``accept_complete``: keep existing final files that are complete
+    and from the same run (default: only when some partial file of this call is being resumed).
+    """
     from .. import __version__
 
     input_path = Path(input_path).resolve()
-    finals = output_paths(output_path, z)
-    zs = [float(v) for v in (np.ravel(z) if np.ndim(z) else [z])]
+    src, in_attrs = _open_input(input_path, stack)
+    shape = tuple(getattr(src, "shape", ()))
+    n = shape[1] if len(shape) == 4 else 0
+    if box_size is None:
+        box_size = float(in_attrs["box_size"]) if "box_size" in in_attrs else n * TRAINED_CELL_SIZE_MPC_H
+    # Check the arguments (shape, domain, ...) before any file is touched.
+    rp = emulator.plan(src, omega_m, zs, velocity=velocity, tile_size=tile_size, batch_size=batch_size,
+                       box_size=box_size)
+    if cosmology is None:
+        cosmology = (Cosmology.from_dict(json.loads(in_attrs["cosmology"])) if "cosmology" in in_attrs
+                     else QUIJOTE_FIDUCIAL.clone(omega_m=rp.omega_m))
+    if not isinstance(cosmology, Cosmology):
+        raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
+    if abs(cosmology.omega_m - rp.omega_m) > 1e-12:
+        raise InputError(f"omega_m = {omega_m!r} differs from the cosmology's omega_m = {cosmology.omega_m!r}")
+    n_tiles = len(rp.tiles)
+    share = (0, n_tiles) if part is None else rp.tiles.slab_share(*part)
+    rows = rp.tiles.rows(*share)
+    in_meta = meta_from_json(in_attrs["meta"]) if "meta" in in_attrs else {}
+    stat = input_path.stat()
+    run = {"input": str(input_path), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+           "shape": list(shape), "omega_m": rp.omega_m, "zs": list(rp.zs), "tile_size": tile_size,
+           "batch_size": batch_size, "velocity": bool(velocity), "box_size": float(box_size),
+           "emulator_sha256": _emulator_digest(emulator), "dtype": str(emulator.dtype),
+           "device": emulator.device.type}
+    if part is not None:
+        run.update(rank=part[0], world_size=part[1], tiles=list(share), rows=list(rows))
+    meta = {"package": "emu_backend", "package_version": __version__, "input": str(input_path),
+            "omega_m": rp.omega_m, "tile_size": tile_size, "batch_size": batch_size,
+            "model_kind": emulator.model.kind, "checksum": emulator.checksum,
+            "emulator_sha256": run["emulator_sha256"], "source": emulator.source,
+            "untrained": emulator.untrained, "dtype": str(emulator.dtype), "seed": in_meta.get("seed"),
+            "config": {k: v for k, v in run.items() if k not in ("input_size", "input_mtime_ns")}}
+    header = {"box_size": np.float64(box_size), "cosmology": json.dumps(cosmology.to_dict(), sort_keys=True),
+              "meta": meta_to_json(meta), "format": _FORMAT, "format_version": np.int32(_FORMAT_VERSION),
+              "n_tiles": np.int64(n_tiles)}
+    job = StreamJob(emulator, src, shape, rp.omega_m, bool(velocity), tile_size, batch_size, float(box_size),
+                    share, rows, n_tiles, run, header, meta, finals=list(finals))
+
+    # Decide, for every redshift, whether to start, resume or skip -- before changing anything.
     partials = [_partial(p) for p in finals]
-    with contextlib.ExitStack() as stack:
-        src, in_attrs = _open_input(input_path, stack)
-        shape = tuple(getattr(src, "shape", ()))
-        n = shape[1] if len(shape) == 4 else 0
-        if box_size is None:
-            box_size = float(in_attrs["box_size"]) if "box_size" in in_attrs else n * TRAINED_CELL_SIZE_MPC_H
-        if cosmology is None:
-            cosmology = (Cosmology.from_dict(json.loads(in_attrs["cosmology"])) if "cosmology" in in_attrs
-                         else QUIJOTE_FIDUCIAL.clone(omega_m=float(omega_m)))
-        if not isinstance(cosmology, Cosmology):
-            raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
-        if abs(cosmology.omega_m - float(omega_m)) > 1e-12:
-            raise InputError(f"omega_m = {omega_m!r} differs from the cosmology's omega_m = {cosmology.omega_m!r}")
-        in_meta = meta_from_json(in_attrs["meta"]) if "meta" in in_attrs else {}
-        stat = input_path.stat()
-        run = {"input": str(input_path), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-               "shape": list(shape), "omega_m": float(omega_m), "zs": zs, "tile_size": tile_size,
-               "batch_size": batch_size, "velocity": bool(velocity), "box_size": float(box_size),
-               "emulator_sha256": _emulator_digest(emulator), "dtype": str(emulator.dtype),
-               "device": emulator.device.type}
-        # Check the arguments (shape, domain, ...) before any file is touched; of out, only shapes are read.
-        out_check = [(src, src if velocity else None)] * len(zs)
-        emulator._prepare(src, omega_m, zs, velocity, tile_size, batch_size, box_size, out_check)
-        n_tiles = len(TilePlan(shape[1:], tile_size))
+    resuming = resume and not overwrite and any(p.exists() for p in partials)
+    if accept_complete is not None:
+        resuming = accept_complete
+    for zi, final, part_path in zip(rp.zs, finals, partials):
+        want = dict(run, z=zi)
+        if part_path.exists() and not overwrite:
+            if not resume:
+                raise InputError(f"{str(part_path)!r} exists (an interrupted run); pass resume=True to continue "
+                                 "it or overwrite=True to start over")
+            recorded, next_tile, _ = _read_record(part_path)
+            if (msg := _mismatch(part_path, recorded, want)) is not None:
+                raise InputError(msg + "; pass the same parameters to resume or overwrite=True to start over")
+            job.todo.append((zi, final, part_path, next_tile))
+        elif final.exists() and not overwrite:
+            recorded, next_tile, complete = _read_record(final) if resuming else ({}, 0, False)
+            if not (resuming and complete and _mismatch(final, recorded, want) is None):
+                check_overwrite(final, False)
+            log.info("%s is already complete (interrupted between renames)", final)
+        else:
+            job.todo.append((zi, final, part_path, None))
+    return job
 
-        # Decide, for every redshift, whether to start, resume or skip -- before changing anything.
-        resuming = resume and not overwrite and any(p.exists() for p in partials)
-        todo, starts = [], []
-        for zi, final, part in zip(zs, finals, partials):
-            want = dict(run, z=zi)
-            if part.exists() and not overwrite:
-                if not resume:
-                    raise InputError(f"{str(part)!r} exists (an interrupted run); pass resume=True to continue "
-                                     "it or overwrite=True to start over")
-                recorded, next_tile, _ = _read_record(part)
-                if (msg := _mismatch(part, recorded, want)) is not None:
-                    raise InputError(msg + "; pass the same parameters to resume or overwrite=True to start over")
-                todo.append((zi, final, part))
-                starts.append(next_tile)
-            elif final.exists() and not overwrite:
-                recorded, next_tile, complete = _read_record(final) if resuming else ({}, 0, False)
-                if not (resuming and complete and _mismatch(final, recorded, want) is None):
-                    check_overwrite(final, False)
-                log.info("%s is already complete (interrupted between renames)", final)
-            else:
-                todo.append((zi, final, part))
-                starts.append(None)
 
-        files = []
-        for i, (zi, final, part) in enumerate(todo):
-            if starts[i] is not None:
-                files.append(stack.enter_context(h5py.File(part, "r+")))
-                continue
-            part.parent.mkdir(parents=True, exist_ok=True)
-            f = stack.enter_context(h5py.File(part, "w"))
-            meta = {"package": "emu_backend", "package_version": __version__, "input": str(input_path),
-                    "omega_m": float(omega_m), "tile_size": tile_size, "batch_size": batch_size,
-                    "model_kind": emulator.model.kind, "checksum": emulator.checksum,
-                    "emulator_sha256": run["emulator_sha256"], "source": emulator.source,
-                    "untrained": emulator.untrained, "dtype": str(emulator.dtype), "seed": in_meta.get("seed")}
-            attrs = {"box_size": np.float64(box_size), "a": np.float64(1.0 / (1.0 + zi)), "z": np.float64(zi),
-                     "cosmology": json.dumps(cosmology.to_dict(), sort_keys=True), "meta": meta_to_json(meta),
-                     "format": _FORMAT, "format_version": np.int32(_FORMAT_VERSION),
-                     "run": json.dumps(dict(run, z=zi), sort_keys=True), "next_tile": np.int64(0),
-                     "n_tiles": np.int64(n_tiles), "complete": False}
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            chunks = (1,) + tuple(min(tile_size, s) for s in shape[1:])
-            for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if velocity else 1]:
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_chunk(chunks)
-                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
-                f.create_dataset(name, shape=shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
-                f[name].attrs["units"] = units
+def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = False,
+               on_batch: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Create or reopen the partial files of ``job``, stream its tiles into them, then rename them."""
+    import h5py
+
+    files, starts = [], []
+    lo, hi = job.rows
+    out_shape = (3, hi - lo) + tuple(job.shape[2:])
+    for zi, final, part, start in job.todo:
+        if start is not None:
+            files.append(stack.enter_context(h5py.File(part, "r+")))
+            starts.append(start)
+            continue
+        part.parent.mkdir(parents=True, exist_ok=True)
+        f = stack.enter_context(h5py.File(part, "w"))
+        attrs = dict(job.header, a=np.float64(1.0 / (1.0 + zi)), z=np.float64(zi),
+                     run=json.dumps(dict(job.run, z=zi), sort_keys=True), next_tile=np.int64(job.tiles[0]),
+                     complete=False)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        chunks = (1,) + tuple(min(job.tile_size, s) for s in out_shape[1:])
+        for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if job.velocity else 1]:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk(chunks)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
+            f.create_dataset(name, shape=out_shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
+            f[name].attrs["units"] = units
+        _fsync(f)
+        files.append(f)
+        starts.append(job.tiles[0])
+    for final in job.finals:
+        _fsync_dir(final.resolve().parent)
+    if not files:
+        return job.finals
+    start, stop = min(starts), job.tiles[1]
+    log.info("streaming tiles [%d, %d) of %d (%d^3) into %d file(s), from tile %d", job.tiles[0], stop,
+             job.n_tiles, job.tile_size, len(files), start)
+    out = [(f["displacement"], f["velocity"] if job.velocity else None) for f in files]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=stop - job.tiles[0], initial=start - job.tiles[0], desc="tiles", unit="tile",
+               disable=not (progress and sys.stderr.isatty()))
+    for batch in job.emulator.predict_batches(job.src, job.omega_m, [t[0] for t in job.todo], out,
+                                              velocity=job.velocity, tile_size=job.tile_size,
+                                              batch_size=job.batch_size, box_size=job.box_size, start_tile=start,
+                                              stop_tile=stop, out_offset=lo):
+        next_tile = batch[-1].index + 1
+        for f in files:
+            f.attrs["next_tile"] = np.int64(next_tile)
             _fsync(f)
-            files.append(f)
-            starts[i] = 0
-        _fsync_dir(Path(output_path).resolve().parent)
-
-        if files:
-            start = min(starts)
-            log.info("streaming %d tiles of %d^3 into %d file(s), from tile %d", n_tiles, tile_size, len(files), start)
-            out = [(f["displacement"], f["velocity"] if velocity else None) for f in files]
-            zs_todo = [zi for zi, _, _ in todo]
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_tiles, initial=start, desc="tiles", unit="tile",
-                       disable=not (progress and sys.stderr.isatty()))
-            for batch in emulator.predict_batches(src, omega_m, zs_todo, out, velocity=velocity, tile_size=tile_size,
-                                                  batch_size=batch_size, box_size=box_size, start_tile=start):
-                for f in files:
-                    f.attrs["next_tile"] = np.int64(batch[-1].index + 1)
-                    _fsync(f)
-                bar.update(len(batch))
-            bar.close()
-            for f, (_, final, part) in zip(files, todo):
-                f.attrs["complete"] = True
-                _fsync(f)
-                f.close()
-                os.replace(part, final)
-                _fsync_dir(final.parent)
-                log.info("wrote %s", final)
-    return finals
+        bar.update(len(batch))
+        log.debug("tiles done up to %d of [%d, %d)", next_tile, job.tiles[0], stop)
+        if on_batch is not None:
+            on_batch(next_tile, job.n_tiles)
+    bar.close()
+    for f, (_, final, part, _) in zip(files, job.todo):
+        f.attrs["complete"] = True
+        _fsync(f)
+        f.close()
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        log.info("wrote %s", final)
+    return job.finals

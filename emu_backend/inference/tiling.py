@@ -133,10 +133,47 @@ class TilePlan:
     def __len__(self) -> int:
         return int(np.prod([-(-n // self.tile) for n in self.shape]))
 
-    def batches(self, batch_size: int, start: int = 0):
-        """Tiles from index ``start`` grouped into batches of equal compute size (C order kept)."""
+    @property
+    def tiles_per_row(self) -> int:
+        """Tiles sharing one anchor along axis 0 (consecutive in the C-order numbering)."""
+        return int(np.prod([-(-n // self.tile) for n in self.shape[1:]]))
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of tiles along axis 0 (slabs of ``tile`` cells, the last possibly thinner)."""
+        return -(-self.shape[0] // self.tile)
+
+    def rows(self, start: int, stop: int) -> tuple[int, int]:
+        """Box cells ``[lo, hi)`` along axis 0 covered by tiles ``start .. stop - 1`` (``start < stop``)."""
+        if not 0 <= start < stop <= len(self):
+            raise InputError(f"tile range [{start}, {stop}) is empty or outside [0, {len(self)})")
+        per = self.tiles_per_row
+        return (start // per) * self.tile, min(((stop - 1) // per + 1) * self.tile, self.shape[0])
+
+    def slab_share(self, rank: int, world_size: int) -> tuple[int, int]:
+        """Tile range ``[start, stop)`` of ``rank`` when whole rows of tiles are dealt to ``world_size`` ranks.
+
+        Rank ``r`` gets rows ``[r R // W, (r + 1) R // W)`` of the ``R`` rows (contiguous, balanced
+        to one row), so its output is one slab along axis 0. Needs ``world_size <= n_rows``.
+
+        Examples
+        --------
+        >>> plan = TilePlan((32, 32, 32), 8)
+        >>> [plan.slab_share(r, 3) for r in range(3)], [plan.rows(*plan.slab_share(r, 3)) for r in range(3)]
+        ([(0, 16), (16, 32), (32, 64)], [(0, 8), (8, 16), (16, 32)])
+        """
+        ok = isinstance(world_size, (int, np.integer)) and isinstance(rank, (int, np.integer))
+        if not ok or not 1 <= world_size <= self.n_rows or not 0 <= rank < world_size:
+            raise InputError(f"rank {rank!r} of world size {world_size!r}: the world size must be in "
+                             f"[1, {self.n_rows}] (rows of {self.tile}-cell tiles along axis 0 of {self.shape}); "
+                             "use a smaller tile or fewer ranks")
+        per, n_rows = self.tiles_per_row, self.n_rows
+        return rank * n_rows // world_size * per, (rank + 1) * n_rows // world_size * per
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
+        """Tiles ``start .. stop - 1`` grouped into batches of equal compute size (C order kept)."""
         batch: list[Tile] = []
-        for t in self.tiles[start:]:
+        for t in self.tiles[start:stop]:
             if batch and (len(batch) == batch_size or t.compute_size != batch[0].compute_size):
                 yield batch
                 batch = []

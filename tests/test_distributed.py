@@ -1,0 +1,198 @@
+"""Distributed inference with torch.distributed (2 gloo ranks on CPU, launched by torchrun): the
+assembled multi-file output equals the single-process emulator bit for bit, a killed rank resumes,
+and the index/part checks catch incomplete or foreign parts."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from emu_backend.errors import FileFormatError, InputError
+from emu_backend.inference import Emulator, TilePlan, ZdepModel
+from emu_backend.inference.distributed import (check_parts, index_path, part_path, predict_distributed,
+                                               read_parts)
+from emu_backend.inference.streaming import output_paths
+from emu_backend.nn import StyledVNet
+
+OM, Z, N, TILE = 0.3, 0.5, 32, 16  # 2 rows of 4 tiles: one row per rank
+
+# Each rank runs predict_distributed with 1 thread (the reference below too: same arithmetic).
+# With STALL_RANK >= 0, that rank prints READY and sleeps after K flushed batches (to be killed).
+WORKER = textwrap.dedent("""
+    import os, sys, time, torch
+    torch.set_num_threads(1)
+    from emu_backend.inference import Emulator
+    from emu_backend.inference.distributed import predict_distributed
+    model, src, dst, velocity, stall_rank, k, pid_dir = sys.argv[1:8]
+    stall_rank, k = int(stall_rank), int(k)
+    with open(os.path.join(pid_dir, "rank" + os.environ["RANK"]), "w") as fh:
+        fh.write(str(os.getpid()))
+    if int(os.environ["RANK"]) == stall_rank:
+        orig = Emulator.predict_batches
+        def stalling(self, *args, **kwargs):
+            def gen():
+                for i, batch in enumerate(orig(self, *args, **kwargs)):
+                    yield batch
+                    if i + 1 == k:
+                        print("READY", flush=True); time.sleep(600)
+            return gen()
+        Emulator.predict_batches = stalling
+    predict_distributed(Emulator.from_checkpoint(model), src, dst, 0.3, 0.5, tile_size=16, batch_size=1,
+                        velocity=velocity == "1")
+""")
+
+
+def torchrun(*args, **popen):
+    """``torchrun --standalone --nproc-per-node 2 ARGS`` (a free port is picked by the rendezvous)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+
+
+def alive(pid):
+    """Whether any thread of ``pid`` is still running: the file table (and HDF5's file locks) goes
+    with the last thread, and a killed leader turns zombie before its other threads have exited."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return False
+
+
+def kill_job(proc, pid_dir):
+    """SIGKILL the launcher and its ranks (torchrun starts each rank in its own session), then wait
+    until they are gone."""
+    pids = [int(p.read_text()) for p in pid_dir.glob("rank*")]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "ranks still alive 60 s after SIGKILL"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    torch.manual_seed(0)
+    Emulator(ZdepModel(StyledVNet(2, width=8))).save(d / "model.emu")
+    emu = Emulator.from_checkpoint(d / "model.emu")
+    lin = np.random.default_rng(2).normal(0, 2.0, (3, N, N, N)).astype(np.float32)
+    np.save(d / "lin.npy", lin)
+    (d / "worker.py").write_text(WORKER)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: same kernels, same summation order
+    try:
+        refs = {v: emu.predict(lin, OM, Z, tile_size=TILE, velocity=v) for v in (False, True)}
+    finally:
+        torch.set_num_threads(threads)
+    return d, emu, refs
+
+
+def test_two_gloo_ranks_equal_single_process(setup):
+    d, _, refs = setup
+    proc = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", d / "out" / "nl.h5", 1, -1, 0, d)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        kill_job(proc, d)  # leave no rank behind
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    idx = d / "out" / "nl.index.json"
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["nl.0.h5", "nl.1.h5", "nl.index.json"]
+    assert sorted(p.name for p in d.glob("rank*")) == ["rank0", "rank1"]
+    got = read_parts(idx)
+    ref = refs[True]
+    np.testing.assert_array_equal(got.displacement, ref.displacement)  # bit-identical: same tiles, same arithmetic
+    np.testing.assert_array_equal(got.velocity, ref.velocity)
+    assert got.z == pytest.approx(Z) and got.box_size == N * 1000 / 512
+    index = json.loads(idx.read_text())
+    assert [p["rows"] for p in index["parts"]] == [[0, 16], [16, 32]] and index["world_size"] == 2
+    for rank in (0, 1):
+        with h5py.File(d / "out" / f"nl.{rank}.h5", "r") as f:
+            meta, run = json.loads(f.attrs["meta"]), json.loads(f.attrs["run"])
+            assert f["displacement"].shape == (3, 16, N, N)
+            assert run["rank"] == rank and run["world_size"] == 2 and meta["package_version"]
+            assert meta["emulator_sha256"] and meta["checksum"] and json.loads(f.attrs["cosmology"])["omega_m"] == OM
+
+
+def test_killed_rank_resumes_bit_identical(setup, tmp_path):
+    d, emu, refs = setup
+    dst = tmp_path / "nl.h5"
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, 1, 2, pids)
+    try:
+        line = proc.stdout.readline()  # rank 1 stops after 2 of its 4 tiles (or the job dies: EOF)
+        assert line == "READY\n", proc.communicate(timeout=60)[1][-3000:]
+    finally:
+        kill_job(proc, pids)
+    assert not (tmp_path / "nl.index.json").exists()
+    with h5py.File(tmp_path / "nl.1.h5.partial", "r") as f:
+        assert int(f.attrs["next_tile"]) == 4 + 2 and not f.attrs["complete"]
+    # Resume in this process as rank 1 of 2 would need a group; instead re-launch both ranks.
+    proc = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, -1, 0, pids)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        kill_job(proc, pids)
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    got = read_parts(tmp_path / "nl.index.json")
+    np.testing.assert_array_equal(got.displacement, refs[False].displacement)  # resumed on a batch boundary
+    assert got.velocity is None and not list(tmp_path.glob("*.partial"))
+
+
+def test_single_rank_without_group_and_refusals(setup, tmp_path):
+    d, emu, refs = setup
+    [idx] = predict_distributed(emu, d / "lin.npy", tmp_path / "nl.h5", OM, Z, tile_size=32, velocity=False)
+    assert idx == index_path(output_paths(tmp_path / "nl.h5", Z)[0]) and part_path(tmp_path / "nl.h5", 0).exists()
+    ref = emu.predict(np.load(d / "lin.npy"), OM, Z, tile_size=32, velocity=False)
+    np.testing.assert_array_equal(read_parts(idx).displacement, ref.displacement)  # same single tile
+    with pytest.raises(InputError, match="already exists"):
+        predict_distributed(emu, d / "lin.npy", tmp_path / "nl.h5", OM, Z, tile_size=32, velocity=False)
+    with h5py.File(tmp_path / "nl.0.h5", "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(FileFormatError, match="incomplete or from another run"):
+        check_parts(idx)
+    (tmp_path / "nl.0.h5").unlink()
+    with pytest.raises(FileFormatError, match="is missing"):
+        read_parts(idx)
+    (tmp_path / "bad.index.json").write_text("{not json")
+    with pytest.raises(FileFormatError, match="not a JSON part index"):
+        check_parts(tmp_path / "bad.index.json")
+
+
+def test_slab_share_covers_the_box_once():
+    # brute force: every tile assigned to exactly one rank, in order, and rows match the tiles' anchors
+    for shape, tile, world in [((32, 24, 16), 8, 3), ((20, 20, 20), 8, 2), ((64, 8, 8), 16, 4)]:
+        plan = TilePlan(shape, tile)
+        shares = [plan.slab_share(r, world) for r in range(world)]
+        assert shares[0][0] == 0 and shares[-1][1] == len(plan)
+        assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+        for s in shares:
+            anchors = [t.anchor[0] for t in plan.tiles[s[0]:s[1]]]
+            sizes = [t.size[0] for t in plan.tiles[s[0]:s[1]]]
+            assert plan.rows(*s) == (min(anchors), max(a + z for a, z in zip(anchors, sizes)))
+    with pytest.raises(InputError, match="world size must be in"):
+        TilePlan((32, 32, 32), 16).slab_share(0, 3)
