@@ -161,9 +161,30 @@ def test_emulator_weights_file_and_npz_fields(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "run.json").read_text())["checksum"] == checksum
 
 
+def test_default_run_uses_the_shipped_weights(tmp_path, capsys):
+    """The embedded default: the package's own trained weights, recorded by checksum, no untrained banner."""
+    from emu_backend.checkpoints.native import load_model_file
+    from emu_backend.inference.default import default_weights_path
+
+    path = default_weights_path()
+    if path is None:
+        pytest.skip("this build ships no default weights (emu_backend/data/default_zdep.emu)")
+    out_dir = tmp_path / "default"
+    code, out, err = _run(capsys, "-n", 8, "--tile", 8, "--z", 0, "--out", out_dir)
+    assert code == 0, err
+    assert "NOT PHYSICAL" not in out and "UNTRAINED" not in out
+    assert "docs/shipped_weights.md" in err  # the logged note on the weights' accuracy
+    assert sorted(p.name for p in out_dir.iterdir()) == ["power.png", "run.json", "snap_000.hdf5"]
+    summary = json.loads((out_dir / "run.json").read_text())
+    assert summary["untrained"] is False and summary["checksum"] == load_model_file(path).checksum
+
+
 @pytest.mark.slow
-def test_default_run_end_to_end(tmp_path, capsys):
-    """The embedded default (untrained full-width weights) on a smaller grid: banner, files, provenance."""
+def test_untrained_stand_in_is_flagged_end_to_end(tmp_path, capsys, monkeypatch):
+    """Where a build ships no weights, the random stand-in: banner, files, provenance."""
+    import emu_backend.inference.default as default_module
+
+    monkeypatch.setattr(default_module, "default_weights_path", lambda: None)
     out_dir = tmp_path / "default"
     code, out, err = _run(capsys, "-n", 8, "--tile", 8, "--z", 0, "--out", out_dir)
     assert code == 0, err

@@ -32,6 +32,7 @@ from emu_backend.io.fields import FieldData, read_fields, write_fields
 from emu_backend.io.gadget import read_gadget_hdf5, write_gadget_hdf5
 from emu_backend.nn import StyledVNet
 from emu_backend.simulator import Snapshot
+from emu_backend.training.sample import TrainingSample, read_training_sample, write_training_sample
 
 # torch warns about the odd pickle protocol numbers of damaged files before failing on them
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -88,6 +89,9 @@ def originals(tmp_path_factory) -> dict[str, list[Path]]:
     k = np.geomspace(1e-3, 10.0, 12)
     np.savetxt(d / "pk.txt", np.column_stack([k, 1e4 * k / (1 + (k / 0.02) ** 2.5)]), header="k P")
     files["pk"] = [d / "pk.txt"]
+    sample = TrainingSample(dis, [0.0, 1.0], np.stack([dis, 0.5 * dis]), np.stack([vel, 0.5 * vel]), 3.90625,
+                            QUIJOTE_FIDUCIAL, seed=1, provenance={"backend": "fuzz"})
+    files["training_sample"] = [write_training_sample(d / "sample_0000.h5", sample)]
     files["_net"] = net
     return files
 
@@ -129,6 +133,11 @@ def _check_power(power):
     assert np.isfinite(power.power).all() and (power.power > 0).all() and (np.diff(power.k) > 0).all()
 
 
+def _check_sample(sample):
+    assert isinstance(sample, TrainingSample) and np.isfinite(sample.displacement).all()
+    assert sample.displacement.shape == (sample.n_times, 3, sample.grid, sample.grid, sample.grid)
+
+
 def _read_config(path):
     return config_from_mapping(load_toml(path), source=f"config file {str(path)!r}")
 
@@ -144,6 +153,7 @@ READERS = {
     "jax": (read_jax_npz, lambda r, o: _check_state_dict(r)),
     "toml": (_read_config, lambda r, o: _check_config(r)),
     "pk": (TabulatedPower.from_file, lambda r, o: _check_power(r)),
+    "training_sample": (read_training_sample, lambda r, o: _check_sample(r)),
 }
 #: Emulator.from_checkpoint reads all three checkpoint kinds ("auto" picks by content and suffix).
 ENTRY = dict.fromkeys(("published", "native", "jax"), Emulator.from_checkpoint)

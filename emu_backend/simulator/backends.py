@@ -138,8 +138,8 @@ class EmulatorBackend(Backend):
     ----------
     emulator : Emulator, optional
         The emulator to run; default: ``weights`` if given, else
-        :func:`~emu_backend.inference.default_emulator` (untrained until weights ship: every run is
-        then flagged with a logged WARNING and ``meta["untrained"] = True``).
+        :func:`~emu_backend.inference.default_emulator` (the shipped weights; in a build without them
+        a random stand-in, flagged with a logged WARNING and ``meta["untrained"] = True``).
     weights : str or Path, optional
         A checkpoint for :meth:`Emulator.from_checkpoint` (not together with ``emulator``).
     tile_size : int, optional
