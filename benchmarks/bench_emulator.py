@@ -7,7 +7,9 @@ Prints, for one tile size:
 - the speed ratio against a straightforward implementation (per-sample modulated weights applied as a
   grouped convolution, batch 1, float32 - the way the published code runs), same input;
 - displacement + velocity time over displacement-only time, for the folded forward-mode path
-  (default) and for torch.func.jvp through the network.
+  (default) and for torch.func.jvp through the network;
+- the same with channels-last (NDHWC) activations and weights (``Emulator(memory_format="channels_last")``),
+  against the better of the two plain-conv3d layouts.
 
 Usage: python benchmarks/bench_emulator.py [--tile 32] [--width 64] [--threads N] [--repeat 2]
 """
@@ -84,22 +86,42 @@ def main():
         xc = torch.randn(1, args.width, n - 4, n - 4, n - 4)
         wc = torch.randn(args.width, args.width, 3, 3, 3)
         t_conv = best_time(lambda: F.conv3d(xc, wc), args.repeat)
+        cl = torch.channels_last_3d
+        xcl, wcl = xc.contiguous(memory_format=cl), wc.contiguous(memory_format=cl)
+        t_conv_cl = best_time(lambda: F.conv3d(xcl, wcl), args.repeat)
         conv_gflops = 2 * args.width**2 * 27 * (n - 6) ** 3 / t_conv / 1e9
+        conv_cl_gflops = 2 * args.width**2 * 27 * (n - 6) ** 3 / t_conv_cl / 1e9
+        best_conv = max(conv_gflops, conv_cl_gflops)
 
         t_dis = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
         t_vel = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
         model_jvp = ZdepModel(net, velocity_method="jvp")
         t_jvp = best_time(lambda: model_jvp.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
+        net_cl = StyledVNet(2, width=args.width).eval()
+        net_cl.load_state_dict(net.state_dict())
+        net_cl.to(memory_format=cl)
+        model_cl = ZdepModel(net_cl)
+        x_cl = x.contiguous(memory_format=cl)
+        t_dis_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
+        t_vel_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
         with Straightforward(net):
             t_ref = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
 
     emu_gflops = flops / t_dis / 1e9
-    print(f"plain conv3d throughput:           {conv_gflops:8.1f} GFLOP/s  (reference, same run)")
+    print(f"plain conv3d throughput (NCDHW):   {conv_gflops:8.1f} GFLOP/s  (reference, same run)")
+    print(f"plain conv3d throughput (NDHWC):   {conv_cl_gflops:8.1f} GFLOP/s  (reference, same run)")
     print(f"emulator forward throughput:       {emu_gflops:8.1f} GFLOP/s  ratio {emu_gflops / conv_gflops:.2f}")
     print(f"emulator displacement only:        {t_dis:8.2f} s per tile  ({t_dis / args.tile**3 * 1e6:.2f} us per voxel)")
     print(f"straightforward implementation:    {t_ref:8.2f} s per tile  speed-up {t_ref / t_dis:.2f}x")
     print(f"displacement + velocity (folded):  {t_vel:8.2f} s per tile  ratio to displacement only {t_vel / t_dis:.2f}")
     print(f"displacement + velocity (jvp):     {t_jvp:8.2f} s per tile  ratio to displacement only {t_jvp / t_dis:.2f}")
+    cl_gflops = flops / t_dis_cl / 1e9
+    print(f"channels-last forward throughput:  {cl_gflops:8.1f} GFLOP/s  ratio to the best plain conv3d "
+          f"{cl_gflops / best_conv:.2f}")
+    print(f"channels-last displacement only:   {t_dis_cl:8.2f} s per tile  speed-up over straightforward "
+          f"{t_ref / t_dis_cl:.2f}x")
+    print(f"channels-last disp. + velocity:    {t_vel_cl:8.2f} s per tile  ratio to channels-last displacement only "
+          f"{t_vel_cl / t_dis_cl:.2f}")
 
 
 if __name__ == "__main__":

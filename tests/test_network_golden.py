@@ -137,3 +137,20 @@ def test_dual_velocity_equals_jvp(force_fallback):
     # same derivative, different association of the float64 sums: round-off ~1e-12 relative
     torch.testing.assert_close(dual[0], ref[0], rtol=0, atol=1e-10)
     torch.testing.assert_close(dual[1], ref[1], rtol=0, atol=1e-9 * ref[1].abs().max().item())
+
+
+
+def test_channels_last_layout_matches_the_golden_vectors(golden, x104):
+    """The default CPU layout of :class:`Emulator` (channels-last) against the reference outputs, at the
+    golden README's float32 tolerances (displacement max 1e-5 in network units; velocity rms 1e-3 std
+    and max 1e-2 max|v|): the layout only changes the convolutions' float32 accumulation order."""
+    cl = torch.channels_last_3d
+    net = load_published(golden / "zdep" / "checkpoint.pt").to(memory_format=cl)
+    case = golden / "zdep" / "tile_n104_om0p25_z1p0"
+    om, z = 0.25, 1.0
+    dis, vel = ZdepModel(net).predict_tiles(x104.contiguous(memory_format=cl), om, z, velocity=True)
+    ref_dis, ref_vel = np.load(case / "output.npy"), np.load(case / "velocity.npy")
+    np.testing.assert_allclose(dis.numpy() / 6.0, ref_dis, rtol=0, atol=1e-5)
+    diff = vel.numpy() / velocity_norm(z, om) - ref_vel
+    assert np.sqrt(np.mean(diff**2)) < 1e-3 * ref_vel.std()
+    assert np.abs(diff).max() < 1e-2 * np.abs(ref_vel).max()

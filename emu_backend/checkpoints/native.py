@@ -87,7 +87,7 @@ def _checksum(meta: Mapping, networks: Mapping[str, Mapping[str, torch.Tensor]])
     for name in sorted(networks):
         for key, t in networks[name].items():
             h.update(f"{name}/{key}/{t.dtype}/{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: stride 1 even for size-1 dims of channels-last weights
     return h.hexdigest()
 
 

@@ -85,7 +85,8 @@ def _open_input(path: Path, stack: contextlib.ExitStack):
 
 def _emulator_digest(emulator) -> str:
     """SHA-256 of the emulator's kind and weights (its file checksum alone may be empty)."""
-    h = hashlib.sha256(emulator.model.kind.encode())
+    # the layout changes float32 round-off, so a resume must use the same one
+    h = hashlib.sha256(f"{emulator.model.kind}|{getattr(emulator, 'memory_format', 'contiguous')}".encode())
     for net_name, net in sorted(emulator.model.networks.items()):
         for name, tensor in net.state_dict().items():
             h.update(f"{net_name}.{name}".encode())
