@@ -50,6 +50,11 @@ from emu_backend.nn import StyledVNet, VNetArch
 from emu_backend.simulator import EmulatorBackend, InitialConditions, Snapshot, get_backend, simulate
 from emu_backend.validation.bispectrum import bispectrum
 from emu_backend.validation.power import power_spectrum
+from emu_backend.validation.halos import find_halos
+from emu_backend.validation.rsd import multipoles
+from emu_backend.io.gadget1 import read_gadget_binary
+from emu_backend.io.subfind import read_fof_groups
+from emu_backend.training.sample import TrainingSample, read_training_sample
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 WRITE_ENV = "EMU_WRITE_RELIABILITY_TABLE"
@@ -61,7 +66,8 @@ CELL = 1000.0 / 512  # the trained cell size [Mpc/h]
 class Case:
     """One bad input: ``call(ctx)`` must raise ``error`` with a message matching ``match``.
 
-    For ``area == "CLI"``, ``call(ctx)`` returns the argument list after ``emu-backend run``.
+    For ``area == "CLI"``, ``call(ctx)`` returns the argument list after ``emu-backend run``, or after
+    ``emu-backend`` when it starts with another subcommand's name.
     """
 
     id: str
@@ -160,6 +166,13 @@ def ctx(tmp_path_factory):
     (d / "out_exists").mkdir()
     (d / "out_exists" / "snap_000.hdf5").write_bytes(b"an earlier result")
     return c
+
+
+def _bytes(ctx, name: str, data: bytes):
+    path = ctx.dir / "bytes" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def _toml(ctx, name: str, text: str) -> str:
@@ -530,6 +543,52 @@ CASES = [
          r"must have 2 columns \(k, P\), got shape \(8, 3\)"),
     Case("pk-not-numeric", "reader", "TabulatedPower.from_file of a table holding 'abc'",
          lambda c: TabulatedPower.from_file(c.dir / "pk_text.txt"), FileFormatError, r"'.*pk_text\.txt' is not numeric text"),
+    # ---- readers of the Quijote formats and the training samples
+    Case("gadget1-zeros", "reader", "read_gadget_binary of 100 zero bytes",
+         lambda c: read_gadget_binary(_bytes(c, "zeros.0", b"\x00" * 100)), FileFormatError,
+         r"not a Gadget binary file \(first record has .*expected the 256-byte header record"),
+    Case("fof-tab-short", "reader", "read_fof_groups of a 10-byte group_tab file",
+         lambda c: read_fof_groups(_bytes(c, "groups_004/group_tab_004.0", b"\x01" * 10).parent, 4, a=1.0),
+         FileFormatError, r"10 bytes is shorter than the 24-byte group_tab header"),
+    Case("training-sample-missing", "reader", "read_training_sample of a path that does not exist",
+         lambda c: read_training_sample(c.dir / "nope.h5"), FileFormatError, r"training sample '.*nope\.h5' does not exist"),
+    Case("training-sample-not-hdf5", "reader", "read_training_sample of a text file",
+         lambda c: read_training_sample(_bytes(c, "text.h5", b"not hdf5")), FileFormatError,
+         r"cannot be read as a training sample \(truncated or corrupt\?\)"),
+    Case("training-sample-nan", "API", "TrainingSample with a NaN target displacement",
+         lambda c: TrainingSample(_zeros(3, 2, 2, 2), [0.0], _with(_zeros(1, 3, 2, 2, 2), (0, 1, 0, 0, 0), np.nan),
+                                  _zeros(1, 3, 2, 2, 2), 3.90625, QUIJOTE_FIDUCIAL), InputError,
+         r"displacement contains NaN or inf"),
+    Case("find-halos-b", "API", "find_halos with linking length b = -1",
+         lambda c: find_halos(_zeros(8, 3), _zeros(8, 3), 10.0, 1e10, b=-1), InputError,
+         r"linking length b must be a finite number > 0, got -1"),
+    Case("multipoles-los", "API", "multipoles with line of sight axis 3",
+         lambda c: multipoles(_zeros(8, 3), _zeros(8, 3), 10.0, 8, 1.0, 0.3, los=3), InputError,
+         r"los must be the mesh axis 0, 1 or 2, got 3"),
+    # ---- the other subcommands
+    Case("cli-train-crop", "CLI", "train --crop 4 (needs >= 8)",
+         lambda c: ["train", "--data", str(c.dir), "--out", str(c.dir / "never_written"), "--crop", "4"], InputError,
+         r"TrainConfig\.crop must be an integer >= 8, got 4"),
+    Case("cli-train-data", "CLI", "train --data of a path that does not exist",
+         lambda c: ["train", "--data", str(c.dir / "nope"), "--out", str(c.dir / "never_written")], InputError,
+         r"training data '.*nope' is neither a file nor a folder"),
+    Case("cli-make-set-n-sims", "CLI", "make-training-set --n-sims 0",
+         lambda c: ["make-training-set", "--out", str(c.dir / "never_written"), "--n-sims", "0"], InputError,
+         r"n_sims must be an integer >= 1, got 0"),
+    Case("cli-make-set-range", "CLI", "make-training-set --range omega_m 0.05 0.5 (domain [0.1, 0.5])",
+         lambda c: ["make-training-set", "--out", str(c.dir / "never_written"), "--n-sims", "2",
+                    "--range", "omega_m", "0.05", "0.5"], DomainError,
+         r"range of omega_m = \(0\.05, 0\.5\) leaves the emulator's training domain \[0\.1, 0\.5\]"),
+    Case("cli-predict-missing-input", "CLI", "predict of an input that does not exist",
+         lambda c: ["predict", str(c.dir / "nope.h5"), str(c.dir / "never_written.h5"), "--omega-m", "0.3", "--z", "0",
+                    "--weights", str(c.dir / "model.emu")],
+         InputError, r"input '.*nope\.h5' not found"),
+    Case("cli-validate-quijote-missing", "CLI", "validate --against quijote of a folder that does not exist",
+         lambda c: ["validate", "--against", "quijote", str(c.dir / "nope"), "-o", str(c.dir / "never_written")],
+         FileFormatError, r"Quijote simulation folder '.*nope' does not exist"),
+    Case("cli-validate-min-r", "CLI", "validate --min-r 2 (a correlation coefficient)",
+         lambda c: ["validate", "--against", "jaxpm", "--min-r", "2", "-o", str(c.dir / "never_written")],
+         InputError, r"threshold min_r must be in \[-1, 1\], got 2\.0"),
     Case("pk-negative", "reader", "TabulatedPower.from_file of a table with P = -1",
          lambda c: TabulatedPower.from_file(c.dir / "pk_negative.txt"), FileFormatError,
          r"'.*pk_negative\.txt': table P \[\(Mpc/h\)\^3\] must be finite and > 0; got P\[0\]=-1\.0"),
@@ -545,7 +604,8 @@ def _run_cli(case, ctx, capsys, monkeypatch):
     caught = []
     # main() logs the caught exception at DEBUG inside its except block: read the class from there
     monkeypatch.setattr(cli_main.logger, "debug", lambda *a, **k: caught.append(sys.exc_info()[1]))
-    argv = ["run", *case.call(ctx)]
+    args = case.call(ctx)
+    argv = args if args and args[0] in cli_main.SUBCOMMANDS else ["run", *args]
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit code {code} for {argv}; stderr: {err}"
@@ -603,7 +663,7 @@ def render_table(records: list[dict]) -> str:
         "Generated by `EMU_WRITE_RELIABILITY_TABLE=1 python -m pytest tests/test_bad_inputs.py` from the errors",
         "actually raised; do not edit by hand. Every public entry point, the command line and every file reader",
         "validate their input and raise one class of the hierarchy in [errors.md](errors.md); the message names",
-        "the offending value and what was expected. CLI cases run `emu-backend run ...`, exit with status 2 and",
+        "the offending value and what was expected. CLI cases run `emu-backend run|train|predict|validate|make-training-set ...`, exit with status 2 and",
         "print `error: <message>`. Messages are cut at 120 characters; `<tmp>` is the test's temporary folder.",
         "",
         f"{len(records)} cases: " + ", ".join(f"{counts[a]} {a}" for a in ("API", "CLI", "reader")) + "; "
