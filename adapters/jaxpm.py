@@ -64,8 +64,9 @@ import os
 import numpy as np
 import scipy.fft
 
+from ..checks import check_real
 from ..errors import ComputationError, InputError, require
-from ..simulator.backends import Backend, register_backend
+from ..simulator.backends import Backend, output_scale_factors, register_backend
 from ..simulator.snapshot import Snapshot
 
 __all__ = ["JaxPMBackend", "MESH_FACTORS", "to_jax_cosmo", "upsample_density"]
@@ -115,16 +116,6 @@ def upsample_density(density: np.ndarray, factor: int) -> np.ndarray:
         for j_src, j_dst in ((slice(0, lo), slice(0, lo)), (slice(n - hi, n), slice(big - hi, big))):
             out[i_dst, j_dst, : n // 2 + 1] = dk[i_src, j_src, :]
     return scipy.fft.irfftn(out, s=(big, big, big)) * float(factor) ** 3
-
-
-def _check_real(value, key, lo, hi, lo_open=True, hi_open=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise InputError(f"{key} must be a finite number, got {value!r}")
-    v = float(value)
-    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-        raise InputError(f"{key} = {value!r} is outside the allowed range "
-                         f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-    return v
 
 
 def _compensated_ode_fn(mesh_shape):
@@ -187,10 +178,10 @@ class JaxPMBackend(Backend):
         if isinstance(mxstep, bool) or not isinstance(mxstep, numbers.Integral) or not 10 <= mxstep <= 100000:
             raise InputError(f"mxstep must be an integer in [10, 100000], got {mxstep!r}")
         self.mesh_factor = int(mesh_factor)
-        self.a_start = _check_real(a_start, "a_start", 0.01, 0.5, lo_open=False, hi_open=False)
+        self.a_start = check_real(a_start, "a_start", 0.01, 0.5)
         self.lpt_order = int(lpt_order)
-        self.rtol = _check_real(rtol, "rtol", 1e-7, 1e-1, lo_open=False, hi_open=False)
-        self.atol = _check_real(atol, "atol", 1e-7, 1e-1, lo_open=False, hi_open=False)
+        self.rtol = check_real(rtol, "rtol", 1e-7, 1e-1)
+        self.atol = check_real(atol, "atol", 1e-7, 1e-1)
         self.mxstep = int(mxstep)
         if not isinstance(compensate, bool):
             raise InputError(f"compensate must be True or False, got {compensate!r}")
@@ -203,11 +194,7 @@ class JaxPMBackend(Backend):
                 "solver": "jax.experimental.ode.odeint"}
 
     def run(self, ics, cosmology, z):
-        a_out = np.array([1.0 / (1.0 + float(zi)) for zi in z])
-        if np.any(a_out <= self.a_start):
-            bad = float(np.asarray(z)[np.argmin(a_out)])
-            raise InputError(f"output z = {bad!r} is not after the start a_start = {self.a_start} "
-                             f"(z = {1.0 / self.a_start - 1.0:.6g}); lower a_start or drop that output")
+        a_out = output_scale_factors(z, self.a_start)
         jax, _, pm, ode = _jax_modules()
         import jaxpm
 

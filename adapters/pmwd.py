@@ -27,10 +27,11 @@ import numbers
 
 import numpy as np
 
+from ..checks import check_real
 from ..errors import ComputationError, InputError, require
 from ..ics.linear import divergence
 from ..ics.lpt import second_order_displacement
-from ..simulator.backends import Backend, EmulatorBackend, register_backend
+from ..simulator.backends import Backend, output_scale_factors, EmulatorBackend, register_backend
 from ..simulator.ics import InitialConditions
 from .pmwd_convert import (
     configuration_from_grid,
@@ -69,14 +70,6 @@ logger = logging.getLogger(__name__)
 
 #: Allowed PM mesh points per particle per side of the backend.
 MESH_FACTORS = (1, 2, 3, 4)
-
-
-def _check_real(value, key, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise InputError(f"{key} must be a finite number, got {value!r}")
-    if not lo <= float(value) <= hi:
-        raise InputError(f"{key} = {value!r} is outside the allowed range [{lo}, {hi}]")
-    return float(value)
 
 
 def _growth_tables(cosmo, conf):
@@ -209,7 +202,7 @@ class PmwdBackend(Backend):
             raise InputError(f"lpt_order must be 1 or 2, got {lpt_order!r}")
         self.mesh_factor = int(mesh_factor)
         self.steps = int(steps)
-        self.a_start = _check_real(a_start, "a_start", 0.01, 0.5)
+        self.a_start = check_real(a_start, "a_start", 0.01, 0.5)
         self.lpt_order = int(lpt_order)
         pmwd_modules()  # MissingDependencyError naming the extra now, not at the first run
 
@@ -226,11 +219,7 @@ class PmwdBackend(Backend):
                                        lpt_order=self.lpt_order)
 
     def run(self, ics, cosmology, z):
-        a_out = np.array([1.0 / (1.0 + float(zi)) for zi in z])
-        if np.any(a_out <= self.a_start):
-            bad = float(np.asarray(z)[np.argmin(a_out)])
-            raise InputError(f"output z = {bad!r} is not after the start a_start = {self.a_start} "
-                             f"(z = {1.0 / self.a_start - 1.0:.6g}); lower a_start or drop that output")
+        a_out = output_scale_factors(z, self.a_start)
         pmwd = pmwd_modules()
         from pmwd.nbody import nbody_init, nbody_step
 

@@ -47,6 +47,7 @@ import numpy as np
 from scipy.special import hyp2f1
 
 from ..cosmology.params import Cosmology
+from ..checks import check_real
 from ..errors import ComputationError, InputError, require
 
 __all__ = [
@@ -65,7 +66,13 @@ logger = logging.getLogger(__name__)
 _EXTRA = "pmwd"
 
 
+def _real(value, key, lo, hi, lo_open=True, hi_open=False) -> float:
+    """:func:`check_real` with this module's default of a range open below."""
+    return check_real(value, key, lo, hi, lo_open=lo_open, hi_open=hi_open)
+
+
 # -- importing pmwd without leaving JAX's x64 flag changed ------------------------------------
+
 def _jax():
     return require("jax", _EXTRA)
 
@@ -163,16 +170,6 @@ class GridSpec:
     def mesh_factor(self) -> float:
         """Mesh points per particle per side."""
         return self.mesh_n / self.n
-
-
-def _real(value, key, lo, hi, lo_open=True, hi_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise InputError(f"{key} must be a finite number, got {value!r}")
-    v = float(value)
-    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-        raise InputError(f"{key} = {value!r} is outside the allowed range "
-                         f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-    return v
 
 
 def _length_mpc_h(conf) -> float:

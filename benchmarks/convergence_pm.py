@@ -9,10 +9,9 @@ window deconvolved, r(k), displacement and velocity power, up to k = 1 h/Mpc. Pr
 Each run is cached (``--cache``) as soon as it finishes, so the study can be resumed or extended.
 The reference is the last of ``--runs`` unless ``--reference`` names another.
 
-Run labels are ``mf<mesh_factor>[c]_<rtol>[_a<a_start>]`` (atol = rtol). A ``c`` marks an experiment
-that is not a backend option: the CIC windows of JaxPM's painting and force reading are divided out of
-the PM force (``jaxpm.kernels.cic_compensation`` squared), by swapping ``jaxpm.pm.make_ode_fn`` for the
-duration of that run only. Labels ``pmwd<mesh_factor>_s<steps>[_a<a_start>]`` run the pmwd adapter
+Run labels are ``mf<mesh_factor>[c]_<rtol>[_a<a_start>]`` (atol = rtol). A ``c`` turns on the JaxPM
+backend's ``compensate`` option: the CIC windows of JaxPM's painting and force reading are divided out
+of the PM force (``jaxpm.kernels.cic_compensation`` squared). Labels ``pmwd<mesh_factor>_s<steps>[_a<a_start>]`` run the pmwd adapter
 instead (an independent PM code: ``n^3`` particles on the finer mesh). The study of
 docs/training_data.md:
 
@@ -25,7 +24,6 @@ docs/training_data.md:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import re
@@ -55,36 +53,6 @@ def _compensated(label: str) -> bool:
     return backend_of(label) == "jaxpm" and bool(_parse(label)["comp"])
 
 
-@contextlib.contextmanager
-def _compensated_force(enabled: bool):
-    """Experiment: JaxPM's ODE with the CIC paint and read windows divided out of the force."""
-    if not enabled:
-        yield
-        return
-    import jax.numpy as jnp
-    import jax_cosmo as jc
-    import jaxpm.pm as pm
-    from jaxpm.kernels import cic_compensation, fftk
-
-    def make_ode_fn(mesh_shape, **_):
-        def nbody_ode(state, a, cosmo):
-            pos, vel = state
-            delta_k = pm.fft3d(pm.cic_paint(jnp.zeros(mesh_shape), pos))
-            delta_k = delta_k * cic_compensation(fftk(delta_k)) ** 2
-            forces = pm.pm_forces(pos, mesh_shape=mesh_shape, delta=delta_k) * 1.5 * cosmo.Omega_m
-            e = jnp.sqrt(jc.background.Esqr(cosmo, a))
-            return vel / (a**3 * e), forces / (a**2 * e)
-
-        return nbody_ode
-
-    original = pm.make_ode_fn
-    pm.make_ode_fn = make_ode_fn
-    try:
-        yield
-    finally:
-        pm.make_ode_fn = original
-
-
 def backend_of(label: str) -> str:
     """``"pmwd"`` for labels ``pmwd<m>_s<steps>[_a<a_start>]``, else ``"jaxpm"``."""
     return "pmwd" if label.startswith("pmwd") else "jaxpm"
@@ -103,7 +71,7 @@ def settings(label: str) -> dict:
         return out
     m = _parse(label)
     tol = float(m["tol"])
-    out = {"mesh_factor": int(m["mf"]), "rtol": tol, "atol": tol}
+    out = {"mesh_factor": int(m["mf"]), "rtol": tol, "atol": tol, "compensate": _compensated(label)}
     if m["a"]:
         out["a_start"] = float(m["a"])
     return out
@@ -118,8 +86,7 @@ def run_cached(label, ics, z, cache: Path, grid: int):
                  for d, v, zi in zip(data["dis"], data["vel"], data["z"])]
         return snaps, float(data["seconds"]), int(data["force_evaluations"])
     t0 = time.perf_counter()
-    with _compensated_force(_compensated(label)):
-        snaps = simulate(ics, QUIJOTE_FIDUCIAL, z=z, backend=backend_of(label), **settings(label))
+    snaps = simulate(ics, QUIJOTE_FIDUCIAL, z=z, backend=backend_of(label), **settings(label))
     seconds = time.perf_counter() - t0
     fe = int(snaps[0].meta.get("force_evaluations", snaps[0].meta.get("steps", -1)))
     cache.mkdir(parents=True, exist_ok=True)

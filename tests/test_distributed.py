@@ -23,29 +23,22 @@ from emu_backend.inference.distributed import (check_parts, index_path, part_pat
 from emu_backend.inference.streaming import output_paths
 from emu_backend.nn import StyledVNet
 
+from _stall import STALL_SOURCE  # tests/_stall.py
+
 OM, Z, N, TILE = 0.3, 0.5, 32, 16  # 2 rows of 4 tiles: one row per rank
 
 # Each rank runs predict_distributed with 1 thread (the reference below too: same arithmetic).
 # With STALL_RANK >= 0, that rank prints READY and sleeps after K flushed batches (to be killed).
-WORKER = textwrap.dedent("""
-    import os, sys, time, torch
+WORKER = STALL_SOURCE + textwrap.dedent("""
+    import os, sys, torch
     torch.set_num_threads(1)
-    from emu_backend.inference import Emulator
     from emu_backend.inference.distributed import predict_distributed
     model, src, dst, velocity, stall_rank, k, pid_dir = sys.argv[1:8]
     stall_rank, k = int(stall_rank), int(k)
     with open(os.path.join(pid_dir, "rank" + os.environ["RANK"]), "w") as fh:
         fh.write(str(os.getpid()))
     if int(os.environ["RANK"]) == stall_rank:
-        orig = Emulator.predict_batches
-        def stalling(self, *args, **kwargs):
-            def gen():
-                for i, batch in enumerate(orig(self, *args, **kwargs)):
-                    yield batch
-                    if i + 1 == k:
-                        print("READY", flush=True); time.sleep(600)
-            return gen()
-        Emulator.predict_batches = stalling
+        stall_after(k)
     predict_distributed(Emulator.from_checkpoint(model), src, dst, 0.3, 0.5, tile_size=16, batch_size=1,
                         velocity=velocity == "1")
 """)

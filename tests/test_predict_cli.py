@@ -19,23 +19,15 @@ from emu_backend.inference.streaming import predict_to_file
 from emu_backend.io.fields import read_fields
 from emu_backend.nn import StyledVNet
 
+from _stall import STALL_SOURCE  # tests/_stall.py
+
 OM, Z = 0.3, 0.5
 
 # The CLI in a child process, stopped (prints READY, sleeps) after K flushed batches, to be killed.
-WORKER = textwrap.dedent("""
-    import sys, time
+WORKER = STALL_SOURCE + textwrap.dedent("""
+    import sys
     from emu_backend.cli.main import main
-    from emu_backend.inference import Emulator
-    k = int(sys.argv[1])
-    orig = Emulator.predict_batches
-    def stalling(self, *args, **kwargs):
-        def gen():
-            for i, batch in enumerate(orig(self, *args, **kwargs)):
-                yield batch
-                if i + 1 == k:
-                    print("READY", flush=True); time.sleep(600)
-        return gen()
-    Emulator.predict_batches = stalling
+    stall_after(int(sys.argv[1]))
     sys.exit(main(sys.argv[2:]))
 """)
 

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 
+from ..checks import check_positive
 from ..errors import InputError
 from .power import _check_inputs
 
@@ -92,12 +92,6 @@ class BispectrumResult:
     P3: np.ndarray
     k_width: float
     box_size: float
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_triangles(triangles, k_nyq: float) -> np.ndarray:
@@ -273,8 +267,8 @@ def bispectrum(
     if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise InputError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
     tri = _check_triangles(triangles, k_nyq)
-    width = kf if k_width is None else _positive(k_width, "k_width [h/Mpc]")
-    budget = _positive(cache_gib, "cache_gib [GiB]")
+    width = kf if k_width is None else check_positive(k_width, "k_width [h/Mpc]")
+    budget = check_positive(cache_gib, "cache_gib [GiB]")
     cap = int(budget * 2**30 // (n**3 * dt.itemsize))
     if cap < 3:
         need = 3 * n**3 * dt.itemsize / 2**30
@@ -369,9 +363,9 @@ def triangle_bins(k_max: float, dk: float, k_min: float | None = None) -> np.nda
     >>> len(triangle_bins(0.9, 0.1))
     115
     """
-    step = _positive(dk, "dk [h/Mpc]")
-    start = step if k_min is None else _positive(k_min, "k_min [h/Mpc]")
-    stop = _positive(k_max, "k_max [h/Mpc]")
+    step = check_positive(dk, "dk [h/Mpc]")
+    start = step if k_min is None else check_positive(k_min, "k_min [h/Mpc]")
+    stop = check_positive(k_max, "k_max [h/Mpc]")
     if stop < start:
         raise InputError(f"k_max = {k_max!r} h/Mpc must be >= k_min = {start!r} h/Mpc")
     n = _grid(start, stop, step).size
@@ -384,9 +378,9 @@ def triangle_bins(k_max: float, dk: float, k_min: float | None = None) -> np.nda
 
 def equilateral_triangles(k_min: float, k_max: float, dk: float) -> np.ndarray:
     """Equilateral bins ``(k, k, k)`` for ``k = k_min, k_min + dk, ... <= k_max`` [h/Mpc]; shape (M, 3)."""
-    start = _positive(k_min, "k_min [h/Mpc]")
-    stop = _positive(k_max, "k_max [h/Mpc]")
-    step = _positive(dk, "dk [h/Mpc]")
+    start = check_positive(k_min, "k_min [h/Mpc]")
+    stop = check_positive(k_max, "k_max [h/Mpc]")
+    step = check_positive(dk, "dk [h/Mpc]")
     if stop < start:
         raise InputError(f"k_max = {k_max!r} h/Mpc must be >= k_min = {k_min!r} h/Mpc")
     k = _grid(start, stop, step)
@@ -403,7 +397,7 @@ def squeezed_triangles(k_long: float, k_short_values) -> np.ndarray:
     k_short_values : array_like, shape (M,)
         The two equal short-wavelength sides [h/Mpc], each ``>= k_long``.
     """
-    k_l = _positive(k_long, "k_long [h/Mpc]")
+    k_l = check_positive(k_long, "k_long [h/Mpc]")
     k_s = np.atleast_1d(np.asarray(k_short_values, dtype=np.float64))
     if k_s.ndim != 1 or k_s.size == 0 or not np.all(np.isfinite(k_s)) or np.any(k_s < k_l):
         raise InputError(
@@ -427,7 +421,7 @@ def isosceles_triangles(k1: float, ratios=None, angles=None) -> np.ndarray:
         ``k3 = |k1 + k2| = k1 sqrt(2 + 2 cos theta)`` (2 pi / 3: equilateral). Give exactly one of
         ``ratios`` and ``angles``.
     """
-    k = _positive(k1, "k1 [h/Mpc]")
+    k = check_positive(k1, "k1 [h/Mpc]")
     if (ratios is None) == (angles is None):
         raise InputError("give exactly one of ratios and angles")
     if ratios is not None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_positive
 from ..errors import InputError
 from .halos import HaloCatalog
 from .mesh import _check_box, _check_n_mesh, _check_window, density_mesh
@@ -81,12 +81,6 @@ class HaloBias:
     shot_noise: float
     n_modes: np.ndarray
     k_max: float
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_catalog(catalog) -> HaloCatalog:
@@ -207,7 +201,7 @@ def halo_bias(
         raise InputError(f"box_size = {box} Mpc/h differs from the catalog's box_size = {cat.box_size} Mpc/h")
     n = _check_n_mesh(n_mesh)
     window = _check_window(window)
-    k_lim = _positive(k_max, "k_max [h/Mpc]")
+    k_lim = check_positive(k_max, "k_max [h/Mpc]")
     if cat.n_halos == 0:
         raise InputError("catalog holds no halo: the halo power spectrum is undefined")
     edges = _check_edges(k_edges, n, box)

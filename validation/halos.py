@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_positive
 from ..errors import ComputationError, InputError, require
 from .mesh import _as_points, _check_box
 
@@ -86,10 +87,10 @@ class HaloCatalog:
         def put(key, value):
             object.__setattr__(self, key, value)
 
-        put("box_size", _positive(self.box_size, "HaloCatalog.box_size [Mpc/h]"))
-        put("particle_mass", _positive(self.particle_mass, "HaloCatalog.particle_mass [Msun/h]"))
+        put("box_size", check_positive(self.box_size, "HaloCatalog.box_size [Mpc/h]"))
+        put("particle_mass", check_positive(self.particle_mass, "HaloCatalog.particle_mass [Msun/h]"))
         if self.a is not None:
-            put("a", _positive(self.a, "HaloCatalog.a"))
+            put("a", check_positive(self.a, "HaloCatalog.a"))
         try:
             mass = np.asarray(self.mass, dtype=np.float64).reshape(-1)
             n_h = mass.size
@@ -119,12 +120,6 @@ class HaloCatalog:
     def number_density(self) -> float:
         """Halos per volume [(h/Mpc)^3]."""
         return self.n_halos / self.box_size**3
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _fof_labels(pos: np.ndarray, box: float, b: float) -> tuple[np.ndarray, float]:
@@ -212,14 +207,14 @@ def find_halos(
     vel = _as_points(velocities, "velocities", "km/s")
     if vel.shape != pos.shape:
         raise InputError(f"velocities shape {vel.shape} differs from positions shape {pos.shape}")
-    m_p = _positive(particle_mass, "particle_mass [Msun/h]")
-    b = _positive(b, "linking length b")
+    m_p = check_positive(particle_mass, "particle_mass [Msun/h]")
+    b = check_positive(b, "linking length b")
     if b >= 1.0:
         raise InputError(f"linking length b must be in (0, 1) mean separations, got {b!r}")
     if isinstance(min_particles, bool) or not isinstance(min_particles, numbers.Integral) or min_particles < 2:
         raise InputError(f"min_particles must be an integer >= 2, got {min_particles!r}")
     if a is not None:
-        a = _positive(a, "scale factor a")
+        a = check_positive(a, "scale factor a")
     pos = np.mod(pos, box)
     pos[pos >= box] = 0.0  # np.mod of a tiny negative number rounds up to box
 

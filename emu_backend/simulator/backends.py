@@ -41,6 +41,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def output_scale_factors(z, a_start: float) -> np.ndarray:
+    """Scale factors ``1 / (1 + z)`` of the outputs of an N-body run started at ``a_start``.
+
+    Raises
+    ------
+    InputError
+        An output at or before the start (naming it and the start's redshift).
+    """
+    a_out = np.array([1.0 / (1.0 + float(zi)) for zi in z])
+    if np.any(a_out <= a_start):
+        bad = float(np.asarray(z)[np.argmin(a_out)])
+        raise InputError(f"output z = {bad!r} is not after the start a_start = {a_start} "
+                         f"(z = {1.0 / a_start - 1.0:.6g}); lower a_start or drop that output")
+    return a_out
+
+
 class Backend(ABC):
     """Interface of a simulator backend.
 
