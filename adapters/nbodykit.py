@@ -1,7 +1,8 @@
 """nbodykit adapter: emulated (or any backend's) particles as an nbodykit ``CatalogSource``.
 
-nbodykit (extra ``nbodykit``; needs system MPI, FFTW and GSL, see ``docs/adapters/nbodykit.md``)
-is imported only when a catalog is built; importing this module never imports it.
+nbodykit (installed by ``scripts/install_nbodykit.sh``: it needs system MPI, FFTW and GSL and does not
+build from PyPI alone, see ``docs/adapters/nbodykit.md``) is imported only when a catalog is built;
+importing this module never imports it.
 
 The catalog class (:func:`catalog_class`, a real ``nbodykit.base.catalog.CatalogSource`` subclass,
 defined on first use) holds on each MPI rank its share of the particles -- the contiguous slice
@@ -18,15 +19,16 @@ defined on first use) holds on each MPI rank its share of the particles -- the c
 ==================  ======================================================================
 
 and attrs ``BoxSize`` (3-vector, Mpc/h), ``Nmesh`` (3-vector; default the particle grid),
-``redshift``, ``a``, ``Omega_m``, ``seed``, ``cosmo`` (an ``nbodykit.cosmology.Cosmology`` built by
+``redshift``, ``a``, ``Omega_m``, ``seed``, ``particle_mass`` [Msun/h] (for ``FOF.to_halos``),
+``cosmo`` (an ``nbodykit.cosmology.Cosmology`` built by
 :func:`nbodykit_cosmology`, or None where that fails: it needs classylss) and ``emu_backend_meta``
 (the snapshot provenance as JSON). ``to_mesh()``, ``FFTPower``, ``FOF`` and ``HaloCatalog`` read
 these with no extra arguments.
 
 :func:`emulated_catalog` runs a backend of our simulator (the emulator by default) from our
 :class:`InitialConditions` or from an nbodykit ``LinearMesh`` (its ``1 + delta`` at the redshift of
-its ``Plin``, scaled to z = 0 with our growth factor). The backend runs on rank 0 only; the
-particles are then scattered so that each rank keeps its share.
+its ``Plin``, scaled to z = 0 with our growth factor). The backend runs on rank 0 only; its
+snapshot is broadcast and each rank keeps its share.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 
 from ..cosmology import growth
 from ..cosmology.params import Cosmology
-from ..errors import ComputationError, InputError, require
+from ..errors import ComputationError, InputError, MissingDependencyError
 from ..simulator.ics import InitialConditions
 from ..simulator.snapshot import Snapshot, meta_to_json
 
@@ -49,11 +51,20 @@ __all__ = ["catalog_class", "catalog_from_snapshot", "emulated_catalog", "initia
 
 logger = logging.getLogger(__name__)
 
-_EXTRA = "nbodykit"
-
 
 def _nbodykit():
-    return require("nbodykit", _EXTRA)
+    """nbodykit, after importing ``nbodykit.lab`` (pmesh, pfft-python, classylss, kdcount, mpsort, dask).
+
+    A partial install fails here, with the module that failed named, rather than inside nbodykit later.
+    """
+    try:
+        import nbodykit
+        import nbodykit.lab  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"nbodykit is not importable ({type(exc).__name__}: {exc}); install it with "
+            "scripts/install_nbodykit.sh (needs system MPI, FFTW and GSL), see docs/adapters/nbodykit.md") from exc
+    return nbodykit
 
 
 def nbodykit_cosmology(cosmology: Cosmology):
@@ -65,7 +76,8 @@ def nbodykit_cosmology(cosmology: Cosmology):
     """
     if not isinstance(cosmology, Cosmology):
         raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
-    nbk_cosmo = require("nbodykit.cosmology", _EXTRA)
+    _nbodykit()
+    from nbodykit import cosmology as nbk_cosmo
     kw = {"h": cosmology.h, "Omega0_b": cosmology.omega_b, "Omega0_cdm": cosmology.omega_cdm,
           "n_s": cosmology.n_s, "m_ncdm": []}
     try:
@@ -191,6 +203,7 @@ def catalog_from_snapshot(snapshot: Snapshot, *, Nmesh: int | None = None, comm=
     attrs = {
         "BoxSize": np.full(3, snapshot.box_size), "Nmesh": np.full(3, nmesh, dtype="i8"), "a": a,
         "redshift": snapshot.z, "Omega_m": om, "grid": snapshot.grid, "cosmo": cosmo,
+        "particle_mass": float(snapshot.particle_mass),  # Msun/h
         "seed": seed if seed is not None else snapshot.meta.get("seed"),
         "rsd_factor": 1.0 / (a * float(growth.hubble(snapshot.z, om))),  # H in h km/s/Mpc
         "emu_backend_meta": meta_to_json(snapshot.meta),
@@ -251,6 +264,7 @@ def emulated_catalog(linear, cosmology: Cosmology, z: float, *, backend="emulato
     from ..simulator import simulate
 
     comm = _comm(comm)
+    _check_nmesh(Nmesh, 1)  # fail before the run
     ics = linear if isinstance(linear, InitialConditions) else initial_conditions_from_linear_mesh(linear, cosmology)
     snap, error = None, None
     if comm.rank == 0:

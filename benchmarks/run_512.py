@@ -6,8 +6,10 @@ Writes (once, in a child process, so its memory does not count) a z = 0 linear d
 every tile. Killed and started again with the same arguments, it resumes where it stopped (the
 ``.partial`` file's progress record) and adds to the cumulative timing kept in ``<workdir>/timing.json``.
 
-The default emulator is untrained (random weights) until trained weights ship, but its cost is the
-trained network's. Peak memory is the process's maximum resident set size (``getrusage``).
+The emulator is the package default (the shipped weights); ``--width 64`` runs the published
+width instead (seeded random weights: the cost of a trained full-width network, not its output). The
+log records the machine's load average beside every tile, so that times taken on a shared machine
+can be told apart from quiet ones. Peak memory is the process's maximum resident set size (``getrusage``).
 
 Usage::
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -56,6 +59,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workdir", default="/tmp/run512")
+    p.add_argument("--width", type=int, default=None,
+                   help="run a seeded random network of this width instead of the shipped weights")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("run_512")
@@ -81,8 +86,16 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    emu = default_emulator()
-    tag = f"n{args.n}_t{args.tile}_b{args.batch}{'_vel' if args.velocity else ''}"
+    if args.width:
+        from emu_backend.inference import Emulator, ZdepModel
+        from emu_backend.nn import StyledVNet
+
+        torch.manual_seed(0)
+        emu = Emulator(ZdepModel(StyledVNet(2, 3, 3, args.width)))
+    else:
+        emu = default_emulator()
+    tag = (f"n{args.n}_t{args.tile}_b{args.batch}{'_vel' if args.velocity else ''}"
+           f"{f'_w{args.width}' if args.width else ''}")
     out = work / f"nonlinear_{tag}.h5"
     timing_path = work / f"timing_{tag}.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": 0.0, "tiles": 0, "runs": 0}
@@ -112,8 +125,8 @@ def main() -> None:
         timing["seconds"] += dt
         timing["tiles"] += done
         timing_path.write_text(json.dumps(timing))
-        log.info("tile %d/%d: %.1f s (%.1f s per tile), peak RSS %.2f GiB", next_tile, n_tiles, dt, dt / done,
-                 peak_rss_gib())
+        log.info("tile %d/%d: %.1f s (%.1f s per tile), peak RSS %.2f GiB, load average %.2f", next_tile, n_tiles,
+                 dt, dt / done, peak_rss_gib(), os.getloadavg()[0])
 
     t0 = time.perf_counter()
     if not out.exists():
@@ -122,7 +135,8 @@ def main() -> None:
                         batch_size=args.batch, on_batch=on_batch)
     wall = time.perf_counter() - t0
     per = timing["seconds"] / max(timing["tiles"], 1)
-    log.info("this invocation: %.1f s wall, %d tiles, peak RSS %.2f GiB", wall, state["done"], peak_rss_gib())
+    log.info("this invocation: %.1f s wall, %d tiles, peak RSS %.2f GiB, load average (1/5/15 min) %s", wall,
+             state["done"], peak_rss_gib(), os.getloadavg())
     print(f"DONE n={args.n} tile={args.tile} batch={args.batch} velocity={args.velocity}: total {timing['seconds']:.1f} s "
           f"over {timing['tiles']} tiles ({per:.1f} s per tile, {timing['runs']} invocation(s)), "
           f"peak RSS {peak_rss_gib():.2f} GiB (this invocation), output {out}", flush=True)

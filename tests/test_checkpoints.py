@@ -1,6 +1,5 @@
 """Checkpoints: published .pt files (strict), the JAX port's .npz mapping, our own format."""
 
-import pickle
 
 import numpy as np
 import pytest

@@ -189,3 +189,54 @@ def test_slab_share_covers_the_box_once():
             assert plan.rows(*s) == (min(anchors), max(a + z for a, z in zip(anchors, sizes)))
     with pytest.raises(InputError, match="world size must be in"):
         TilePlan((32, 32, 32), 16).slab_share(0, 3)
+
+
+def test_each_rank_scans_only_the_rows_it_reads():
+    from emu_backend.inference.distributed import rank_view, read_rows
+    from emu_backend.inference.tiling import PAD
+
+    shape, tile, world = (3, 256, 8, 8), 16, 4  # rank 0 computes rows [0, 64) and reads [-48, 112)
+    for rank in range(world):
+        plan = TilePlan(shape[1:], tile)
+        t0, t1 = plan.slab_share(rank, world)
+        # brute force: the union of every tile's periodic input rows
+        want = sorted({(t.input_origin[0] + i) % shape[1] for t in plan.tiles[t0:t1] for i in range(t.input_size[0])})
+        assert read_rows(shape, tile, rank, world).tolist() == want
+    assert read_rows(shape, tile, 0, world).tolist() == sorted({r % 256 for r in range(-PAD, 64 + PAD)})
+
+    class Counting:
+        """A source that records the rows read along axis 0."""
+        def __init__(self, a):
+            self.a, self.shape, self.dtype, self.read = a, a.shape, a.dtype, set()
+
+        def __getitem__(self, key):
+            self.read.update(range(*key[1].indices(self.shape[1])))
+            return self.a[key]
+
+    lin = np.random.default_rng(3).normal(0, 2.0, shape).astype(np.float32)
+    lin[1, 200, 3, 4] = np.nan  # read by ranks 2 and 3 only
+    torch.manual_seed(0)
+    emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    with pytest.raises(InputError) as full:
+        emu.plan(lin, OM, Z, tile_size=tile, velocity=False)
+    for rank in range(world):
+        src = Counting(lin)
+        view = rank_view(src, tile, rank, world)
+        if 200 in read_rows(shape, tile, rank, world):
+            with pytest.raises(InputError) as err:
+                emu.plan(view, OM, Z, tile_size=tile, velocity=False)
+            assert str(err.value) == str(full.value)  # same message, same global index
+        else:
+            emu.plan(view, OM, Z, tile_size=tile, velocity=False)
+        assert src.read == set(read_rows(shape, tile, rank, world).tolist())  # nothing else scanned
+    # the tiles a rank computes through its view equal those computed from the whole array, bit for bit
+    lin[1, 200, 3, 4] = 0.0
+    t0, t1 = TilePlan(shape[1:], tile).slab_share(0, world)
+    outs = []
+    for src in (lin, rank_view(lin, tile, 0, world)):
+        outs.append(np.full((3, 64, 8, 8), np.nan, np.float32))
+        for _ in emu.predict_batches(src, OM, Z, [(outs[-1], None)], velocity=False, tile_size=tile,
+                                     start_tile=t0, stop_tile=t1):
+            pass
+    assert np.isfinite(outs[0]).all()
+    np.testing.assert_array_equal(outs[1], outs[0])  # same input blocks, same arithmetic

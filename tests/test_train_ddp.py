@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,7 @@ from emu_backend.errors import InputError
 from emu_backend.training.checkpoint import load_latest_checkpoint
 from emu_backend.training.distributed import setup_distributed
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import write_tiny_samples  # noqa: E402
+from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 TIMEOUT = 600
 

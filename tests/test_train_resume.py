@@ -16,8 +16,7 @@ import torch
 from emu_backend.errors import CheckpointError
 from emu_backend.training.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import write_tiny_samples  # noqa: E402
+from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 TIMEOUT = 600
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.cosmology.growth import velocity_norm
 from emu_backend.errors import InputError
 from emu_backend.inference.tiling import periodic_read
@@ -17,27 +15,10 @@ from emu_backend.training.config import TrainConfig, lr_factor
 from emu_backend.training.dataset import CropSampler, find_sample_files, split_files
 from emu_backend.training.distributed import DistInfo
 from emu_backend.training.loss import painting_scale, zdep_loss
-from emu_backend.training.sample import TrainingSample, read_training_sample, write_training_sample
+from emu_backend.training.sample import read_training_sample
 from emu_backend.training.trainer import build_model, evaluate, predict_crop, train
 
-TINY = dict(width=4, crop=8, batch=1, val_samples=1, warmup_steps=0)
-
-
-def write_tiny_samples(folder, count, grid=16, zs=(0.0, 1.0), backend="2lpt", first_seed=100):
-    """Tiny training samples whose targets are 2LPT (instant) at the trained cell size."""
-    from emu_backend.simulator import InitialConditions, simulate
-
-    folder = Path(folder)
-    paths = []
-    for i in range(count):
-        cosmo = QUIJOTE_FIDUCIAL.clone(omega_m=0.25 + 0.1 * i / max(1, count - 1))
-        ics = InitialConditions.from_noise(grid, None, cosmo, seed=first_seed + i)
-        snaps = simulate(ics, cosmo, z=list(zs), backend=backend)
-        sample = TrainingSample(ics.displacement, np.asarray(zs), np.stack([s.displacement_field() for s in snaps]),
-                                np.stack([s.velocity_field() for s in snaps]), ics.box_size, cosmo,
-                                seed=first_seed + i, provenance={"backend": backend})
-        paths.append(write_training_sample(folder / f"sim_{i:03d}.h5", sample))
-    return paths
+from _training_helpers import TINY, write_tiny_samples  # tests/_training_helpers.py
 
 
 @pytest.fixture(scope="module")

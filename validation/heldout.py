@@ -63,9 +63,21 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
     Returns
     -------
     dict
-        ``{"z": [...], "files": [...], "mean": {z: {candidate: {column: value}}}, "runs": [...]}``,
-        also written to ``out_dir/summary.json``.
+        ``{"z": [...], "files": [...], "mean": {z: {candidate: {column: value}}}, "runs": [...]}`` with
+        the provenance (``package_version``, ``checksum`` and ``emulator`` source of the weights,
+        ``config``; each run's ``seed`` and ``cosmology``), also written to ``out_dir/summary.json``.
+        Each per-run ``report.json`` records the same in its ``meta``.
+
+    Raises
+    ------
+    InputError
+        No files or redshifts, a redshift missing from a file, or existing outputs without
+        ``overwrite`` (checked before anything is computed).
     """
+    from dataclasses import asdict
+
+    from .. import __version__
+    from ..io.atomic import check_overwrite
     from ..simulator import EmulatorBackend, InitialConditions, simulate
     from ..training.sample import read_training_sample
     from .compare import compare
@@ -79,6 +91,11 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
         raise InputError("z is empty: give at least one redshift")
     thresholds = thresholds or Thresholds(max_pk_error=0.01, min_r=0.99)
     out_dir = Path(out_dir)
+    for path in [out_dir / "summary.json"] + [out_dir / f"sim{i}_z{zi:g}" / name for i in range(len(files))
+                                              for zi in zs for name in ("report.json", "report.md")]:
+        check_overwrite(path, overwrite)  # refuse before computing anything
+    checksum = getattr(emulator, "checksum", "") or None
+    config = {"z": zs, "k_max": k_max, "halos": halos, "thresholds": json.loads(json.dumps(asdict(thresholds)))}
     backend = EmulatorBackend(emulator)
     runs = []
     for i, path in enumerate(files):
@@ -96,8 +113,12 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
             result = compare(truth, {"emulator": emu, "2lpt": lpt}, k_max=min(k_max, k_nyq), halos=halos)
             result["heldout"] = {"file": str(path), "z": zi, "omega_m": sample.cosmology.omega_m,
                                  "sigma8": sample.cosmology.sigma8, "seed": sample.seed}
+            result["meta"].update({"package_version": __version__, "seed": sample.seed, "checksum": checksum,
+                                   "weights_source": emulator.source, "untrained": bool(emu.meta.get("untrained")),
+                                   "config": config})
             write_report(result, out_dir / f"sim{i}_z{zi:g}", thresholds=thresholds, overwrite=overwrite)
-            runs.append({"file": str(path), "z": zi, "summary": result["summary"]})
+            runs.append({"file": str(path), "z": zi, "seed": sample.seed, "cosmology": sample.cosmology.to_dict(),
+                         "summary": result["summary"]})
             logger.info("held-out %s z=%g: emulator %s", path.name, zi, result["summary"]["emulator"])
     mean = {}
     for zi in zs:
@@ -110,8 +131,8 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
                 cols[col] = float(np.mean(vals)) if vals else None
             mean[f"{zi:g}"][cand] = cols
     summary = {"z": zs, "files": [str(f) for f in files], "k_max": k_max, "emulator": emulator.source,
-               "mean": mean, "runs": runs}
+               "package_version": __version__, "checksum": checksum, "config": config, "mean": mean, "runs": runs}
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "summary.json", overwrite=True) as tmp:
+    with atomic_path(out_dir / "summary.json", overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1, sort_keys=True))
     return summary

@@ -2,13 +2,17 @@
 
 Files written into ``out_dir`` (each atomically; none replaced unless ``overwrite``)::
 
-    report.json                every statistic, the thresholds and the pass/fail checks
-    report.md                  summary table, pass/fail per threshold
+    report.json                every statistic, the thresholds, the pass/fail checks and ``package_version``
+    report.md                  summary table, pass/fail per threshold, a provenance line
     power_ratio.png            P(k) / P_ref(k)            one line per candidate (baselines dashed)
     cross_correlation.png      r(k)
     transfer.png               T(k) = sqrt(P / P_ref)
     bispectrum_ratio.png       B / B_ref per triangle bin  (when triangles were measured)
     mass_function_ratio.png    n(M) / n_ref(M) with Poisson errors  (when halos were compared)
+
+Provenance: ``result["meta"]`` (the comparison's cosmology, plus what the caller adds: seed, weights
+checksum, configuration, versions) is written into report.json, summarised in report.md and stored
+in every PNG's ``Description`` text chunk (JSON, with ``Software`` = ``emu_backend <version>``).
 
 matplotlib (Agg canvas of a bare Figure: no pyplot state, no display) is imported only here.
 """
@@ -144,6 +148,11 @@ def _markdown(result: dict, checks: list, thresholds: Thresholds) -> str:
             f"{n} {result['candidates'][n].get('n_halos')}" for n in names) + "."]
     lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in _plots(result)) + ".", "",
               f"Thresholds: {json.dumps(asdict(thresholds))}. Every statistic is in report.json.", ""]
+    from .. import __version__
+
+    lines += [f"Provenance: emu_backend {__version__}; seed {meta.get('seed')}; weights checksum "
+              f"{meta.get('checksum')}; cosmology {json.dumps(meta.get('cosmology'), sort_keys=True)}; "
+              "the configuration is in report.json (`meta`).", ""]
     return "\n".join(lines)
 
 
@@ -241,9 +250,13 @@ def write_report(result: dict, out_dir, *, thresholds: Thresholds, overwrite: bo
     targets = [out / "report.json", out / "report.md"] + [out / p for p in _plots(result)]
     for path in targets:  # refuse before writing anything
         check_overwrite(path, overwrite)
+    from .. import __version__
+    from ..simulator.snapshot import meta_to_json
+
     out.mkdir(parents=True, exist_ok=True)
     passed = all(c["passed"] for c in checks)
-    doc = {"passed": passed, "checks": checks, "thresholds": asdict(thresholds), **result}
+    doc = {"passed": passed, "package_version": __version__, "checks": checks, "thresholds": asdict(thresholds),
+           **result}
     try:
         text = json.dumps(doc, indent=1, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -252,9 +265,12 @@ def write_report(result: dict, out_dir, *, thresholds: Thresholds, overwrite: bo
         tmp.write_text(text + "\n", encoding="utf-8")
     with atomic_path(targets[1], overwrite=overwrite) as tmp:
         tmp.write_text(_markdown(result, checks, thresholds), encoding="utf-8")
+    png_text = {"Software": f"emu_backend {__version__}",
+                "Description": meta_to_json({**result["meta"], "package_version": __version__,
+                                             "thresholds": asdict(thresholds)})}
     for path in targets[2:]:
         fig = _figure(result, path.name)
         with atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+            fig.savefig(tmp, format="png", dpi=100, metadata=png_text)
     logger.info("wrote validation report (%s) to %s", "PASS" if passed else "FAIL", out)
     return Report(files=tuple(targets), passed=passed, checks=checks)

@@ -161,7 +161,9 @@ def execute_validate(args: argparse.Namespace, *, progress: bool = False):
                      halos=args.halos)
     from .run import versions
 
+    config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
     result["meta"].update({"reference": source, "truth_source": args.against, "seed": ics.seed, **meta,
+                           "package_version": versions()["emu_backend"], "config": config,
                            "versions": versions(), "wall_seconds": round(time.perf_counter() - t0, 3)})
     report = write_report(result, args.out, thresholds=thresholds, overwrite=args.overwrite)
     return report, result

@@ -216,18 +216,22 @@ class StreamJob:
 
 def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, omega_m, zs, *,
                    cosmology=None, box_size=None, velocity=True, tile_size=128, batch_size=1,
-                   overwrite=False, resume=True, part=None, accept_complete=None) -> StreamJob:
+                   overwrite=False, resume=True, part=None, accept_complete=None, view=None) -> StreamJob:
     """Check everything and decide, per redshift, to start, resume or skip; writes nothing.
 
     ``part``: ``(rank, world_size)`` of one part of a multi-file run: the files hold the slab of
     rows of the rank's tiles (:meth:`TilePlan.slab_share`); rank, world size, tiles and rows join the
     run record (compared on resume). ``accept_complete``: keep existing final files that are complete
     and from the same run (default: only when some partial file of this call is being resumed).
+    ``view``: called on the opened input array; what it returns is checked and read instead (the
+    distributed path passes the rows a rank reads, so that a rank scans only its slab for NaN).
     """
     from .. import __version__
 
     input_path = Path(input_path).resolve()
     src, in_attrs = _open_input(input_path, stack)
+    if view is not None:
+        src = view(src)
     shape = tuple(getattr(src, "shape", ()))
     n = shape[1] if len(shape) == 4 else 0
     if box_size is None:

@@ -4,7 +4,8 @@ Two containers with the same content, chosen by the file suffix:
 
 * HDF5 (``.h5``, ``.hdf5``): datasets ``displacement`` (3, n, n, n) [Mpc/h] and optionally
   ``velocity`` (3, n, n, n) [km/s] (each with a ``units`` attribute); root attributes ``box_size``
-  [Mpc/h], ``a``, ``z``, ``cosmology`` (JSON), ``meta`` (JSON), ``format``, ``format_version``.
+  [Mpc/h], ``a``, ``z``, ``cosmology`` (JSON), ``meta`` (JSON), ``format``, ``format_version``,
+  ``package_version`` (the emu_backend version that wrote the file).
 * NumPy ``.npz``: arrays of the same names, the scalars and JSON strings as 0-d arrays (loaded
   without pickle).
 
@@ -170,6 +171,8 @@ def write_fields(
     >>> read_fields(p).grid
     4
     """
+    from .. import __version__
+
     path = Path(path)
     kind = _container(path)
     data = FieldData(displacement, velocity, box_size, a, cosmology, {} if meta is None else meta)
@@ -181,6 +184,7 @@ def write_fields(
         "meta": meta_to_json(data.meta),
         "format": _FORMAT,
         "format_version": np.int32(_FORMAT_VERSION),
+        "package_version": __version__,
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         if kind == "hdf5":

@@ -140,7 +140,6 @@ def paint_cells(
     C = values.shape[1]
 
     targets, weights = _axis_stencil(pos_cells, window)  # (B, 3, P, p) each
-    p = targets.shape[-1]
     sizes = torch.tensor(mesh_shape, device=device).view(1, 3, 1, 1)
     if periodic:
         targets = torch.remainder(targets, sizes)

@@ -36,20 +36,38 @@ def cat_channels(a, b):
     return torch.cat([a, b], dim=1)
 
 
-def add(a, b):
-    """Sum of two tensors or :class:`Dual` pairs."""
+def _may_overwrite(inplace: bool) -> bool:
+    # in-place only for temporaries the caller owns, and never while autograd records (training)
+    return inplace and not torch.is_grad_enabled()
+
+
+def add(a, b, inplace: bool = False):
+    """Sum of two tensors or :class:`Dual` pairs.
+
+    With ``inplace`` (for a temporary ``a`` the caller owns) and autograd off, ``a`` is overwritten:
+    the same numbers without allocating (fresh CPU allocations of this size cost page faults that are
+    several times the arithmetic, docs/performance.md).
+    """
     if isinstance(a, Dual):
+        if _may_overwrite(inplace):
+            return Dual(a.primal.add_(b.primal), a.tangent.add_(b.tangent))
         return Dual(a.primal + b.primal, a.tangent + b.tangent)
-    return a + b
+    return a.add_(b) if _may_overwrite(inplace) else a + b
 
 
-def activate(x):
+def activate(x, inplace: bool = False):
     """LeakyReLU(0.01); for a :class:`Dual` the tangent is multiplied by the slope at the primal
-    (1 where the pre-activation is > 0, else 0.01, as PyTorch differentiates it)."""
+    (1 where the pre-activation is > 0, else 0.01, as PyTorch differentiates it: the tangent is
+    ``leaky_relu_backward(tangent, primal)``, one fused pass). ``inplace`` as in :func:`add`."""
+    overwrite = _may_overwrite(inplace)
     if isinstance(x, Dual):
+        if overwrite:
+            torch.ops.aten.leaky_relu_backward.grad_input(x.tangent, x.primal, LEAKY_SLOPE, False,
+                                                          grad_input=x.tangent)
+            return Dual(F.leaky_relu_(x.primal, LEAKY_SLOPE), x.tangent)
         return Dual(F.leaky_relu(x.primal, LEAKY_SLOPE),
-                    torch.where(x.primal > 0, x.tangent, LEAKY_SLOPE * x.tangent))
-    return F.leaky_relu(x, LEAKY_SLOPE)
+                    torch.ops.aten.leaky_relu_backward(x.tangent, x.primal, LEAKY_SLOPE, False))
+    return F.leaky_relu_(x, LEAKY_SLOPE) if overwrite else F.leaky_relu(x, LEAKY_SLOPE)
 
 
 def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int) -> nn.ModuleList:
@@ -69,8 +87,12 @@ def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int
 
 
 def _run(layers: nn.ModuleList, x, style):
+    fresh = False  # whether x is a temporary made here (never the block's input)
     for layer in layers:
-        x = layer(x, style) if isinstance(layer, StyledConv3d) else activate(x)
+        if isinstance(layer, StyledConv3d):
+            x, fresh = layer(x, style), True
+        else:
+            x = activate(x, inplace=fresh)
     return x
 
 
@@ -110,5 +132,5 @@ class ResStyledBlock(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, Cin, n, n, n) -> (N, Cout, n - 2 * (number of 3^3 convs), ...)."""
         y = narrow_by(self.skip(x, style), self.crop)
-        x = add(_run(self.convs, x, style), y)
-        return activate(x) if self.last_act else x
+        x = add(_run(self.convs, x, style), y, inplace=True)  # the main path's output is a temporary
+        return activate(x, inplace=True) if self.last_act else x

@@ -202,14 +202,15 @@ class StyledConv3d(nn.Module):
         dn_over_n = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims, keepdim=True) / n2
         w = w * torch.rsqrt(n2)
         op = F.conv_transpose3d if self.transposed else F.conv3d
-        y = op(x.primal, w, stride=self.stride)
-        c = dn_over_n.reshape(1, -1, 1, 1, 1)
+        y = op(x.primal, w, self.bias, stride=self.stride)
         if m.abs().min() > _MIN_MODULATION:
+            # conv(u, W'') + c b - c y = conv(u, W'') - c (y - b), with c = dn / n per output channel;
+            # the bias c b rides on the convolution and the rest is one in-place pass over dy
+            c = dn_over_n.reshape(-1)
             u = torch.addcmul(x.tangent, x.primal, (dm / m).view(1, -1, 1, 1, 1))
-            dy = op(u, w, stride=self.stride)
+            dy = op(u, w, c * self.bias, stride=self.stride)
+            dy.addcmul_(y, c.view(1, -1, 1, 1, 1), value=-1.0)  # autograd-safe: a conv does not save its output
         else:
             dw = self.weight * dm.view(ishape) * torch.rsqrt(n2) - w * dn_over_n
             dy = op(x.tangent, w, stride=self.stride) + op(x.primal, dw, stride=self.stride)
-            c = torch.zeros_like(c)
-        dy = torch.addcmul(dy, y, c, value=-1.0)
-        return Dual(y + self.bias.view(1, -1, 1, 1, 1), dy)  # not in place: autograd needs y for dy
+        return Dual(y, dy)

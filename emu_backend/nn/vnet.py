@@ -145,4 +145,4 @@ class StyledVNet(nn.Module):
         x = self.up_r0(x, style)
         x = self.conv_r00(cat_channels(narrow_by(y0, 40), x), style)
         x = self.conv_r01(x, style)
-        return add(x, x0) if self.bypass else x
+        return add(x, x0, inplace=True) if self.bypass else x  # x: conv_r01's temporary output

@@ -12,7 +12,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
 
 import numpy as np
 

@@ -2,7 +2,9 @@
 
 Layout of a run folder::
 
-    checkpoints/step_0000100.pt   torch.save of {format, step, config, data, model, optimizer,
+    checkpoints/step_0000100.pt   torch.save of {format, step, package_version, config (with the seed),
+                                   data (fingerprint), data_description (seed and cosmology of every
+                                   sample file), domain, init_weights_checksum, model, optimizer,
                                    scheduler, scaler, best, ...}; the last ``keep`` are kept
     checkpoints/latest.json       {"file", "step", "sha256"}: written after the checkpoint, it is
                                    the completion marker a resume trusts (sha256 of the file's bytes)
@@ -55,7 +57,8 @@ def save_checkpoint(run_dir, payload: dict, step: int, keep: int = 2) -> Path:
     run_dir : path
         The run folder.
     payload : dict
-        Plain containers and tensors (loadable with ``weights_only=True``).
+        Plain containers and tensors (loadable with ``weights_only=True``); ``format``, ``step`` and
+        ``package_version`` (this emu_backend's) are added.
     step : int
         Optimiser steps done.
     keep : int
@@ -66,10 +69,12 @@ def save_checkpoint(run_dir, payload: dict, step: int, keep: int = 2) -> Path:
     Path
         The checkpoint file.
     """
+    from .. import __version__
+
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "step": int(step), **payload}, buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "step": int(step), "package_version": __version__, **payload}, buf)
     data = buf.getvalue()
     path = folder / f"step_{int(step):07d}.pt"
     _write_bytes(path, data)

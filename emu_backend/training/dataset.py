@@ -138,9 +138,10 @@ class SampleFile:
         return inp, dis, vel
 
     def describe(self) -> dict:
-        """Manifest entry: name, size, seed, Omega_m, z."""
+        """Manifest entry (recorded in the exported model): name, size, seed, Omega_m, z, grid, box, cosmology."""
         return {"name": self.path.name, "bytes": self.path.stat().st_size, "seed": self.seed,
-                "omega_m": self.omega_m, "z": self.z.tolist(), "grid": self.grid, "box_size": self.box_size}
+                "omega_m": self.omega_m, "z": self.z.tolist(), "grid": self.grid, "box_size": self.box_size,
+                "cosmology": self.cosmology.to_dict()}
 
     def close(self) -> None:
         self._file.close()

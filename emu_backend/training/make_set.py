@@ -309,7 +309,7 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
             seconds = time.perf_counter() - t_sim
             prov = {"training_set": str(out.resolve()), "index": i, "power": power, "backend": impl.name,
                     "backend_settings": impl.describe(), "seconds": round(seconds, 3),
-                    "versions": manifest["versions"]}
+                    "versions": manifest["versions"], "settings": manifest["settings"]}
             sample = sample_from_snapshots(ics, snaps, cosmology=cosmo, seed=seed + i, provenance=prov)
             write_training_sample(path, sample, overwrite=overwrite)
             computed.append(i)

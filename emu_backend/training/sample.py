@@ -11,7 +11,8 @@ One HDF5 file per simulation (``.h5``/``.hdf5``), written atomically:
 * ``velocity`` (T, 3, n, n, n) float32 [km/s]: peculiar velocity at each z.
 * root attributes: ``format`` = ``"emu_backend/training_sample"``, ``format_version``, ``box_size``
   [Mpc/h], ``grid`` n, ``seed`` (-1 if unknown), ``cosmology`` (JSON of
-  :meth:`Cosmology.to_dict`), ``provenance`` (JSON: package version, backend and its settings, ...).
+  :meth:`Cosmology.to_dict`), ``package_version`` (of the writer), ``provenance`` (JSON: backend and
+  its settings, the generating configuration, ...).
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ def write_training_sample(path: str | Path, sample: TrainingSample, *, overwrite
     """
     import h5py
 
+    from .. import __version__
+
     path = Path(path)
     _check_suffix(path)
     if not isinstance(sample, TrainingSample):
@@ -178,6 +181,7 @@ def write_training_sample(path: str | Path, sample: TrainingSample, *, overwrite
             f.attrs["seed"] = np.int64(-1 if sample.seed is None else sample.seed)
             f.attrs["cosmology"] = json.dumps(sample.cosmology.to_dict(), sort_keys=True)
             f.attrs["provenance"] = meta_to_json(sample.provenance)
+            f.attrs["package_version"] = __version__
             f.create_dataset("input_displacement", data=sample.input_displacement).attrs["units"] = "Mpc/h"
             f.create_dataset("z", data=sample.z)
             f.create_dataset("displacement", data=sample.displacement).attrs["units"] = "Mpc/h"

@@ -223,12 +223,15 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
         raise InputError(f"validation cell size {val_sampler.cell_size} differs from training {sampler.cell_size} Mpc/h")
     domain = _domain(sampler)
     fingerprint = data_fingerprint(train_files, val_files)
+    described = {"train": [f.describe() for f in sampler.files],  # seeds and cosmologies, for provenance
+                 "val": [f.describe() for f in val_sampler.files] if val_sampler is not None else []}
     device = info.device
     precision = _precision(config, device)
 
     net = build_model(config)
+    init_checksum = None
     if config.init_weights is not None:
-        load_init_weights(net, config.init_weights)
+        init_checksum = load_init_weights(net, config.init_weights)
     net = net.to(device, memory_format=torch.channels_last_3d)
     style = [p for n, p in net.named_parameters() if "style" in n]
     other = [p for n, p in net.named_parameters() if "style" not in n]
@@ -307,7 +310,8 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
                     "config": config.to_dict(), "data": fingerprint, "domain": domain,
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best": best, "last": last,
-                    "world_size": info.world_size,
+                    "world_size": info.world_size, "init_weights_checksum": init_checksum,
+                    "data_description": described,
                 }, done, keep=config.keep_checkpoints)
         bar.update(1)
         bar.set_postfix(loss=f"{last['loss']:.4g}")
@@ -318,7 +322,7 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
     model_path = None
     if info.is_main:
         model_path = _export(run_dir / MODEL_NAME, weights, config, domain, sampler, val_sampler, fingerprint,
-                             best_step, best, last, info)
+                             best_step, best, last, info, init_checksum)
     for s in (sampler, val_sampler):
         if s is not None:
             s.close()
@@ -326,7 +330,8 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
                        None if best is None else float(best["loss"]), float(last["loss"]), start)
 
 
-def _export(path, weights, config, domain, sampler, val_sampler, fingerprint, best_step, best, last, info):
+def _export(path, weights, config, domain, sampler, val_sampler, fingerprint, best_step, best, last, info,
+            init_checksum=None):
     from ..checkpoints.native import save_model_file
 
     net = StyledVNet(style_size=2, in_chan=3, out_chan=3, width=config.width)
@@ -336,7 +341,8 @@ def _export(path, weights, config, domain, sampler, val_sampler, fingerprint, be
             "config": config.to_dict(), "steps": config.steps, "best_step": best_step,
             "best_val_loss": None if best is None else float(best["loss"]),
             "final_train_loss": float(last["loss"]), "world_size": info.world_size,
-            "device": str(info.device), "data_fingerprint": fingerprint,
+            "device": str(info.device), "data_fingerprint": fingerprint, "seed": config.seed,
+            "init_weights_checksum": init_checksum,
             "data": {"train": [f.describe() for f in sampler.files],
                      "val": [f.describe() for f in val_sampler.files] if val_sampler is not None else []},
         }
