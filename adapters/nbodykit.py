@@ -45,6 +45,7 @@ from ..cosmology.params import Cosmology
 from ..errors import ComputationError, InputError, MissingDependencyError
 from ..simulator.ics import InitialConditions
 from ..simulator.snapshot import Snapshot, meta_to_json
+from ._jax_state import restore_jax_x64
 
 __all__ = ["catalog_class", "catalog_from_snapshot", "emulated_catalog", "initial_conditions_from_linear_mesh",
            "nbodykit_cosmology"]
@@ -58,8 +59,10 @@ def _nbodykit():
     A partial install fails here, with the module that failed named, rather than inside nbodykit later.
     """
     try:
-        import nbodykit
-        import nbodykit.lab  # noqa: F401
+        # nbodykit.lab imports mcfit, which switches JAX's x64 on for the whole process where JAX is installed
+        with restore_jax_x64("nbodykit.lab (via mcfit)"):
+            import nbodykit
+            import nbodykit.lab  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(
             f"nbodykit is not importable ({type(exc).__name__}: {exc}); install it with "

@@ -49,6 +49,7 @@ from scipy.special import hyp2f1
 from ..cosmology.params import Cosmology
 from ..checks import check_real
 from ..errors import ComputationError, InputError, require
+from ._jax_state import restore_jax_x64
 
 __all__ = [
     "GridSpec",
@@ -77,11 +78,6 @@ def _jax():
     return require("jax", _EXTRA)
 
 
-def _global_x64(jax) -> bool:
-    state = jax.enable_x64
-    return bool(state.get_global()) if hasattr(state, "get_global") else bool(jax.config.jax_enable_x64)
-
-
 def pmwd_modules():
     """Import pmwd lazily (extra ``pmwd``), restoring the process-wide ``jax_enable_x64`` afterwards.
 
@@ -90,18 +86,11 @@ def pmwd_modules():
     module
         The ``pmwd`` package.
     """
-    jax = _jax()
+    _jax()
     if "pmwd" in sys.modules and sys.modules["pmwd"] is not None:
         return sys.modules["pmwd"]
-    before = _global_x64(jax)
-    try:
-        pmwd = require("pmwd", _EXTRA)
-    finally:
-        if _global_x64(jax) != before:
-            jax.config.update("jax_enable_x64", before)
-            logger.info("pmwd turned jax_enable_x64 on at import; restored it to %s (pmwd runs inside "
-                        "emu_backend.adapters.pmwd_convert.pmwd_x64())", before)
-    return pmwd
+    with restore_jax_x64("pmwd (its computations run inside pmwd_x64())"):
+        return require("pmwd", _EXTRA)
 
 
 @contextlib.contextmanager

@@ -21,11 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emu_backend.errors import MissingDependencyError  # noqa: E402
+
 try:
-    import nbodykit.lab  # noqa: F401  (imports pmesh, pfft-python, classylss, kdcount, mpsort, dask)
-except ImportError as _exc:
-    pytest.skip(f"nbodykit not importable ({type(_exc).__name__}: {_exc}); install it with "
-                "scripts/install_nbodykit.sh, see docs/adapters/nbodykit.md", allow_module_level=True)
+    # through the adapter, which imports nbodykit.lab (pmesh, pfft-python, classylss, kdcount, mpsort, dask)
+    # without letting mcfit switch JAX's x64 on for the rest of the test session
+    from emu_backend.adapters.nbodykit import _nbodykit
+
+    _nbodykit()
+except MissingDependencyError as _exc:
+    pytest.skip(f"{_exc}", allow_module_level=True)
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
 from emu_backend.errors import InputError  # noqa: E402
@@ -200,3 +205,19 @@ def test_doc_example_runs():
     assert blocks, f"no python block in {DOC}"
     for code in blocks:
         exec(compile(code, str(DOC), "exec"), {})
+
+
+def test_import_leaves_jax_x64_alone():
+    # mcfit (imported by nbodykit.lab) switches JAX's x64 on process-wide where JAX is installed; the adapter's
+    # import restores it. Fresh processes, since this one has nbodykit imported already. The bare import is
+    # the reference that shows the check can fail.
+    pytest.importorskip("jax", reason="JAX not installed: mcfit leaves the flag alone without it")
+    probe = ("import jax; {imp}; "
+             "print(bool(jax.enable_x64.get_global()) if hasattr(jax.enable_x64, 'get_global') "
+             "else jax.config.jax_enable_x64)")
+    bare = subprocess.run([sys.executable, "-c", probe.format(imp="import nbodykit.lab")],
+                          capture_output=True, text=True, check=True).stdout.split()[-1]
+    ours = subprocess.run([sys.executable, "-c", probe.format(
+        imp="from emu_backend.adapters.nbodykit import _nbodykit; _nbodykit()")],
+        capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert (bare, ours) == ("True", "False")
