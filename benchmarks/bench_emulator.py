@@ -9,16 +9,24 @@ Prints, for one tile size:
 - displacement + velocity time over displacement-only time, for the folded forward-mode path
   (default) and for torch.func.jvp through the network;
 - the same with channels-last (NDHWC) activations and weights (``Emulator(memory_format="channels_last")``),
-  against the better of the two plain-conv3d layouts.
+  against the better of the two plain-conv3d layouts;
+- the largest speed-up over the straightforward implementation that this machine allows at all: its
+  time over the network's FLOPs at the best plain-conv3d throughput;
+- the same again after :func:`~emu_backend.inference.cpu_allocator.keep_freed_memory` (what the CLI
+  does on CPU), for ours and the straightforward implementation;
+- the emulator's time against the pmwd N-body backend on one box (``bench_vs_nbody.py``; ``--nbody-grid 0``
+  skips it).
 
-Usage: python benchmarks/bench_emulator.py [--tile 32] [--width 64] [--threads N] [--repeat 2]
+Usage: python benchmarks/bench_emulator.py [--tile 32] [--width 64] [--threads N] [--repeat 2] [--nbody-grid 64]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +76,7 @@ def main():
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--nbody-grid", type=int, default=64, help="box of the N-body comparison (0: skip)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,6 +131,32 @@ def main():
           f"{t_ref / t_dis_cl:.2f}x")
     print(f"channels-last disp. + velocity:    {t_vel_cl:8.2f} s per tile  ratio to channels-last displacement only "
           f"{t_vel_cl / t_dis_cl:.2f}")
+    bound = t_ref / (flops / (best_conv * 1e9))
+    print(f"largest speed-up over straightforward this machine allows (network FLOPs at the best plain conv3d "
+          f"rate): {bound:.2f}x")
+
+    from emu_backend.inference.cpu_allocator import keep_freed_memory
+
+    if keep_freed_memory():
+        with torch.no_grad():
+            t_dis_a = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
+            t_vel_a = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
+            with Straightforward(net):
+                t_ref_a = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+        print(f"with keep_freed_memory (the CLI's CPU setting), channels-last: displacement {t_dis_a:.2f} s "
+              f"({t_dis_cl / t_dis_a:.2f}x the default allocator; {flops / t_dis_a / 1e9 / best_conv:.2f} of the best "
+              f"plain conv3d), + velocity {t_vel_a:.2f} s (ratio {t_vel_a / t_dis_a:.2f}); straightforward "
+              f"{t_ref_a:.2f} s: speed-up {t_ref_a / t_dis_a:.2f}x (vs the straightforward one on the default "
+              f"allocator: {t_ref / t_dis_a:.2f}x)")
+    else:
+        print("not glibc: keep_freed_memory does not apply")
+
+    if args.nbody_grid:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_vs_nbody import compare
+
+        print()
+        compare(args.nbody_grid, args.width, jaxpm=False)
 
 
 if __name__ == "__main__":
