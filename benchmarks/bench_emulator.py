@@ -12,8 +12,8 @@ Prints, for one tile size:
   against the better of the two plain-conv3d layouts;
 - the largest speed-up over the straightforward implementation that this machine allows at all: its
   time over the network's FLOPs at the best plain-conv3d throughput;
-- the same again after :func:`~emu_backend.inference.cpu_allocator.keep_freed_memory` (what the CLI
-  does on CPU), for ours and the straightforward implementation;
+- the same again after :func:`~emu_backend.inference.cpu_allocator.keep_freed_memory` (an opt-in for
+  dedicated CPU inference processes), for ours and the straightforward implementation;
 - the emulator's time against the pmwd N-body backend on one box (``bench_vs_nbody.py``; ``--nbody-grid 0``
   skips it).
 
@@ -135,6 +135,15 @@ def main():
     print(f"largest speed-up over straightforward this machine allows (network FLOPs at the best plain conv3d "
           f"rate): {bound:.2f}x")
 
+    if args.nbody_grid:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_vs_nbody import compare
+
+        print()
+        compare(args.nbody_grid, args.width, jaxpm=False)
+        print()
+
+    # last: the allocator setting is process-wide and cannot be undone
     from emu_backend.inference.cpu_allocator import keep_freed_memory
 
     if keep_freed_memory():
@@ -143,20 +152,13 @@ def main():
             t_vel_a = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
             with Straightforward(net):
                 t_ref_a = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
-        print(f"with keep_freed_memory (the CLI's CPU setting), channels-last: displacement {t_dis_a:.2f} s "
+        print(f"with keep_freed_memory (opt-in), channels-last: displacement {t_dis_a:.2f} s "
               f"({t_dis_cl / t_dis_a:.2f}x the default allocator; {flops / t_dis_a / 1e9 / best_conv:.2f} of the best "
               f"plain conv3d), + velocity {t_vel_a:.2f} s (ratio {t_vel_a / t_dis_a:.2f}); straightforward "
               f"{t_ref_a:.2f} s: speed-up {t_ref_a / t_dis_a:.2f}x (vs the straightforward one on the default "
               f"allocator: {t_ref / t_dis_a:.2f}x)")
     else:
         print("not glibc: keep_freed_memory does not apply")
-
-    if args.nbody_grid:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_vs_nbody import compare
-
-        print()
-        compare(args.nbody_grid, args.width, jaxpm=False)
 
 
 if __name__ == "__main__":

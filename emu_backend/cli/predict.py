@@ -58,15 +58,12 @@ def _device(name: str) -> str:
 def handle_predict(args: argparse.Namespace) -> int:
     """Run ``emu-backend predict``; returns the exit code (errors propagate to ``main``)."""
     from ..inference import Emulator, default_emulator
-    from ..inference.cpu_allocator import keep_freed_memory
     from ..inference.distributed import predict_distributed, rank_and_world
     from ..inference.streaming import PARTIAL_SUFFIX, output_paths, predict_to_file
     from .main import BANNER, EXIT_OK
 
     rank, world = rank_and_world()
     device = _device(args.device)
-    if str(device).startswith("cpu"):
-        keep_freed_memory()  # this process is ours: reuse freed activation memory (docs/performance.md)
     if args.weights is not None:
         emu = Emulator.from_checkpoint(args.weights, device=device, allow_extrapolation=args.allow_extrapolation)
     else:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
 from ..io.atomic import atomic_path, check_overwrite
-from ..inference.cpu_allocator import keep_freed_memory
 from ..simulator import InitialConditions, get_backend, simulate
 from ..simulator.snapshot import meta_to_json
 from .config import RunConfig
@@ -142,8 +141,6 @@ def execute(config: RunConfig, *, progress: bool = False) -> RunResult:
              else EisensteinHuPower(cosmo))
     ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
                                        fixed_amplitude=config.fixed_amplitude, paired=config.paired)
-    if config.backend == "emulator" and str(config.device).startswith("cpu"):
-        keep_freed_memory()  # this process is ours: reuse freed activation memory (docs/performance.md)
     backend = get_backend(config.backend, **_backend_options(config, progress))
     provenance = {"config": config.to_dict(), "versions": versions()}
     snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)

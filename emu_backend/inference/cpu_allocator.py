@@ -7,9 +7,12 @@ out-of-place add of a 256 MB tensor took 4x an in-place one. :func:`keep_freed_m
 serve every block from its heap and to keep freed memory there, so later layers and tiles reuse pages
 already mapped (docs/performance.md: 6% faster displacement, 10% faster velocities at width 64).
 
-It changes the whole process (the resident size no longer shrinks after the peak; the peak itself is
-unchanged), so the library never calls it on its own: the ``run`` and ``predict`` commands do on CPU,
-and library users may. Results are bit-identical with and without it.
+It changes the whole process, and only suits a process that runs same-sized tiles over and over (a
+long ``predict_to_file`` run): freed memory is never returned to the kernel, and with every block on
+the heap, allocations of changing sizes fragment it, so the resident size can grow well past the
+working set. A test session that had called it grew to 22.6 GB and was OOM-killed in a test whose
+peak is ~16 GB without it. So neither the library nor the CLI calls it: it is an opt-in for dedicated
+inference processes. Results are bit-identical with and without it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ _M_MMAP_MAX = -4
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc malloc keep freed memory for reuse instead of unmapping it (process-wide).
+    """Make glibc malloc keep freed memory for reuse instead of unmapping it (process-wide, opt-in).
+
+    Call it once at the start of a process that only streams tiles of one size (see the module
+    docstring for why nothing else should).
 
     Returns
     -------
