@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from emu_backend.inference import ZdepModel
-from emu_backend.nn import StyledConv3d, StyledVNet
+from emu_backend.nn import StyledConv3d, StyledVNet, blocks
 from emu_backend.nn.flops import network_flops
 
 
@@ -48,13 +48,17 @@ def best_time(fn, repeat):
 
 class Straightforward:
     """The published code's way: every styled conv computes per-sample weights and runs a grouped
-    convolution over the batch folded into channels (batch 1 here)."""
+    convolution over the batch folded into channels (batch 1 here); activations and residual sums
+    make new tensors (``nn.LeakyReLU()`` and ``x + y``), not our in-place inference reuse."""
 
     def __init__(self, net: StyledVNet):
         self.net = net
 
     def __enter__(self):
         self._orig = StyledConv3d.forward
+        # the published code's activations and residual sums allocate new tensors: no in-place reuse
+        self._orig_overwrite = blocks._may_overwrite
+        blocks._may_overwrite = lambda inplace: False
 
         def forward(layer, x, style):
             s = style.reshape(1, -1)
@@ -68,6 +72,7 @@ class Straightforward:
 
     def __exit__(self, *exc):
         StyledConv3d.forward = self._orig
+        blocks._may_overwrite = self._orig_overwrite
 
 
 def main():
