@@ -192,7 +192,7 @@ def test_slab_share_covers_the_box_once():
 
 
 def test_each_rank_scans_only_the_rows_it_reads():
-    from emu_backend.inference.distributed import rank_view, read_rows
+    from emu_backend.inference.rank_rows import rank_view, read_rows
     from emu_backend.inference.tiling import PAD
 
     shape, tile, world = (3, 256, 8, 8), 16, 4  # rank 0 computes rows [0, 64) and reads [-48, 112)

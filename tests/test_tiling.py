@@ -43,9 +43,10 @@ def test_tile_size_independence(zdep_emu):
     ref = zdep_emu.predict(box, 0.3, 0.5, tile_size=16)
     for tile in (8, 24):
         p = zdep_emu.predict(box, 0.3, 0.5, tile_size=tile)
-        # same arithmetic per output cell; only the convolution blocking differs: float32 round-off
+        # same arithmetic per output cell; only the convolution blocking may differ: float32 round-off
+        # (measured here: bit-identical; 2e-5 of max|v| leaves room for other CPUs' oneDNN blocking)
         np.testing.assert_allclose(p.displacement, ref.displacement, rtol=0, atol=2e-5)
-        np.testing.assert_allclose(p.velocity, ref.velocity, rtol=0, atol=2e-3 * np.abs(ref.velocity).max())
+        np.testing.assert_allclose(p.velocity, ref.velocity, rtol=0, atol=2e-5 * np.abs(ref.velocity).max())
 
 
 def test_box_not_multiple_of_8(zdep_emu):
@@ -77,9 +78,9 @@ def test_batched_tiles_equal_single_tiles(zdep_emu):
     one = zdep_emu.predict(box, 0.3, [0.0, 2.0], tile_size=8, batch_size=1)
     many = zdep_emu.predict(box, 0.3, [0.0, 2.0], tile_size=8, batch_size=3)
     for p, q in zip(one, many):
-        # batched convolutions may block differently: float32 round-off
+        # batched convolutions may block differently: float32 round-off (measured: 4e-7 of max|v|)
         np.testing.assert_allclose(p.displacement, q.displacement, rtol=0, atol=2e-5)
-        np.testing.assert_allclose(p.velocity, q.velocity, rtol=0, atol=1e-3 * np.abs(p.velocity).max())
+        np.testing.assert_allclose(p.velocity, q.velocity, rtol=0, atol=2e-5 * np.abs(p.velocity).max())
 
 
 def test_many_redshifts_equal_separate_calls(zdep_emu):

@@ -16,8 +16,8 @@ record. Parts stream and resume exactly like :func:`~emu_backend.inference.strea
 index ``<stem>.index.json`` (atomically) naming the parts and their rows; :func:`check_parts` verifies a
 run is complete and :func:`read_parts` / :func:`assemble_parts` put the box back together.
 
-Each rank opens the input through :func:`rank_view`, which reads only the rows of axis 0 its tiles need
-(:func:`read_rows`: its slab plus the periodic padding), so the emulator's check for NaN/inf scans
+Each rank opens the input through :func:`~emu_backend.inference.rank_rows.rank_view`, which reads only
+the rows of axis 0 its tiles need (its slab plus the periodic padding), so the emulator's check for NaN/inf scans
 those rows only; every row is some rank's, and a bad value is reported (same :class:`InputError` and
 message, global index) by the rank that reads it and raised on every rank.
 
@@ -40,10 +40,11 @@ import numpy as np
 
 from ..errors import ComputationError, DomainError, FileFormatError, InputError
 from ..io.atomic import atomic_path, check_overwrite
+from .rank_rows import rank_view
 from .streaming import _redshifts, output_paths, prepare_stream, run_stream
 
 __all__ = ["predict_distributed", "part_path", "index_path", "check_parts", "read_parts", "assemble_parts",
-           "rank_and_world", "rank_view", "read_rows", "INDEX_FORMAT"]
+           "rank_and_world", "INDEX_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -210,75 +211,6 @@ def predict_distributed(emulator, input_path, output_path, omega_m: float, z, *,
 
         group.agree(write_index)
     return indexes
-
-
-def read_rows(shape, tile_size: int, rank: int, world_size: int) -> np.ndarray:
-    """Rows along axis 0 (sorted, modulo ``N0``) of a (3, N0, N1, N2) input that ``rank`` reads: the
-    periodic input blocks (output rows plus the padding, :attr:`Tile.input_origin` /
-    :attr:`Tile.input_size`) of its tiles :meth:`TilePlan.slab_share`.
-
-    Examples
-    --------
-    >>> read_rows((3, 256, 8, 8), 16, 0, 2).tolist() == sorted([*range(0, 128 + 48), *range(256 - 48, 256)])
-    True
-    """
-    from .tiling import TilePlan
-
-    plan = TilePlan(tuple(shape[1:]), tile_size)
-    start, stop = plan.slab_share(rank, world_size)
-    n0, per = int(shape[1]), plan.tiles_per_row
-    rows = np.zeros(n0, bool)
-    for t in plan.tiles[start:stop:per]:  # one tile per row of tiles: the blocks along axis 0 repeat
-        o, size = t.input_origin[0], t.input_size[0]
-        rows[np.arange(o, o + size) % n0] = True
-    return np.flatnonzero(rows)
-
-
-class _RowView:
-    """Read-only view of a (C, N0, N1, N2) array-like that reads only the rows ``rows`` of axis 0.
-
-    Slices along axis 0 read those rows from the source and fill the others with zeros. The only
-    whole-array pass over the input, :meth:`Emulator.plan`'s check for NaN/inf, therefore scans the
-    rank's own rows (each row is read by some rank, so a bad value anywhere is still found, with its
-    global index); the tiles a rank computes read nothing outside ``rows`` by construction.
-    """
-
-    def __init__(self, src, rows: np.ndarray):
-        self.src, self.shape, self.dtype, self.ndim = src, tuple(src.shape), src.dtype, 4
-        self.mask = np.zeros(self.shape[1], bool)
-        self.mask[rows] = True
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        key = (key if isinstance(key, tuple) else (key,)) + (slice(None),) * (4 - (len(key) if isinstance(key, tuple) else 1))
-        if len(key) != 4 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
-            raise ComputationError(f"internal: a rank's input view supports contiguous slices only, got {key!r}")
-        lo, hi, _ = key[1].indices(self.shape[1])
-        hi = max(lo, hi)
-        mask = self.mask[lo:hi]
-        if mask.all():
-            return np.asarray(self.src[key])
-        sizes = [len(range(*k.indices(n))) for k, n in zip(key, self.shape)]
-        out = np.zeros((sizes[0], hi - lo, *sizes[2:]), dtype=self.dtype)
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-        for a, b in zip(edges[::2], edges[1::2]):  # contiguous runs of the rank's rows
-            out[:, a:b] = self.src[(key[0], slice(lo + a, lo + b), *key[2:])]
-        return out
-
-
-def rank_view(src, tile_size: int, rank: int, world_size: int):
-    """``src`` as seen by ``rank``: only the rows it reads (:func:`read_rows`); ``src`` itself when
-    those are all rows, or when the shape or tile size is invalid (the emulator's checks report it)."""
-    shape = tuple(getattr(src, "shape", ()))
-    if len(shape) != 4 or world_size == 1:
-        return src
-    try:
-        rows = read_rows(shape, tile_size, rank, world_size)
-    except (InputError, TypeError, ValueError):
-        return src
-    return src if len(rows) == shape[1] else _RowView(src, rows)
 
 
 def _write_index(idx: Path, job, z: float, parts: list[Path], world: int) -> None:
