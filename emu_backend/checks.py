@@ -7,7 +7,7 @@ import numbers
 
 from .errors import InputError
 
-__all__ = ["check_real", "check_positive"]
+__all__ = ["check_real", "check_positive", "check_matching_snapshots"]
 
 
 def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
@@ -48,3 +48,25 @@ def check_positive(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or value <= 0:
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_matching_snapshots(snap, ref, name: str, ref_name: str, *, box_rtol: float, a_rtol: float) -> None:
+    """Check that ``snap`` and ``ref`` are :class:`~emu_backend.simulator.Snapshot` objects of one grid,
+    box size (within ``box_rtol``) and time (scale factor within ``a_rtol``), for comparing them.
+
+    Raises
+    ------
+    InputError
+        Naming ``name`` / ``ref_name`` and the values that differ.
+    """
+    from .simulator.snapshot import Snapshot
+
+    for key, s in ((name, snap), (ref_name, ref)):
+        if not isinstance(s, Snapshot):
+            raise InputError(f"{key} must be a Snapshot, got {type(s).__name__}")
+    if snap.grid != ref.grid or not math.isclose(snap.box_size, ref.box_size, rel_tol=box_rtol):
+        raise InputError(f"{name} has n = {snap.grid}, L = {snap.box_size} Mpc/h; {ref_name} has "
+                         f"n = {ref.grid}, L = {ref.box_size} Mpc/h")
+    if not math.isclose(snap.a, ref.a, rel_tol=a_rtol):
+        raise InputError(f"{name} is at a = {snap.a:.6g} (z = {snap.z:.4g}), {ref_name} at a = {ref.a:.6g} "
+                         f"(z = {ref.z:.4g})")

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from emu_backend.cli.main import main
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator
 from emu_backend.inference.distributed import read_parts
 from emu_backend.inference.streaming import predict_to_file
 from emu_backend.io.fields import read_fields
-from emu_backend.nn import StyledVNet
 
 from _stall import STALL_SOURCE  # tests/_stall.py
+from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 OM, Z = 0.3, 0.5
 
@@ -49,10 +49,8 @@ def children(pid):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict_cli")
-    torch.manual_seed(0)
-    Emulator(ZdepModel(StyledVNet(2, width=4))).save(d / "model.emu")
-    emu = Emulator.from_checkpoint(d / "model.emu")
-    lin = np.random.default_rng(3).normal(0, 2.0, (3, 16, 16, 16)).astype(np.float32)
+    emu = Emulator.from_checkpoint(seeded_model_file(d / "model.emu")[0])
+    lin = random_linear(16, seed=3)
     np.save(d / "lin.npy", lin)
     return d, emu, lin
 

@@ -25,6 +25,7 @@ import emu_backend
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
 
+from _tiny_model import seeded_model_file  # tests/_tiny_model.py
 from _training_helpers import TINY  # tests/_training_helpers.py
 
 VERSION = emu_backend.__version__
@@ -44,14 +45,7 @@ def _plain(obj):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny zdep model file and the checksum stored in it (read back independently with torch.load)."""
-    from emu_backend.inference import Emulator, ZdepModel
-    from emu_backend.nn import StyledVNet
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
-    path = tmp_path_factory.mktemp("weights") / "tiny.emu"
-    returned = emu.save(path)
+    path, returned = seeded_model_file(tmp_path_factory.mktemp("weights") / "tiny.emu")
     stored = torch.load(path, map_location="cpu", weights_only=True)["checksum"]
     assert returned == stored
     return path, stored

@@ -9,14 +9,14 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator
 from emu_backend.inference.streaming import output_paths, predict_to_file
 from emu_backend.io.fields import read_fields, write_fields
-from emu_backend.nn import StyledVNet
+
+from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 OM, ZS, TILE = 0.3, [0.5, 1.0], 8  # 16^3 box, tile 8: 8 tiles
 # Multi-tile runs skip velocities (2x the cost); test_velocity_single_tile covers them.
@@ -48,10 +48,8 @@ WORKER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("stream")
-    torch.manual_seed(0)
-    Emulator(ZdepModel(StyledVNet(2, width=4))).save(d / "model.emu")
-    emu = Emulator.from_checkpoint(d / "model.emu")
-    lin = np.random.default_rng(1).normal(0, 2.0, (3, 16, 16, 16)).astype(np.float32)
+    emu = Emulator.from_checkpoint(seeded_model_file(d / "model.emu")[0])
+    lin = random_linear(16, seed=1)
     np.save(d / "lin.npy", lin)
     ref = predict_to_file(emu, d / "lin.npy", d / "ref" / "out.h5", OM, ZS, tile_size=TILE, velocity=False)
     return d, emu, lin, [read_fields(p) for p in ref]

@@ -14,17 +14,15 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("hdf5plugin", reason="hdf5plugin not installed: pip install 'emu_backend[quijote]'")
 pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
 pytest.importorskip("matplotlib", reason="matplotlib not installed")
 
+from _tiny_model import seeded_model_file  # noqa: E402  (tests/_tiny_model.py)
 from quijote_fixture import shared_quijote_dir  # noqa: E402
 
 from emu_backend.cli.main import main  # noqa: E402
-from emu_backend.inference import Emulator, ZdepModel  # noqa: E402
-from emu_backend.nn import StyledVNet  # noqa: E402
 
 N = 32
 PLOTS = {"power_ratio.png", "cross_correlation.png", "transfer.png", "bispectrum_ratio.png"}
@@ -37,12 +35,7 @@ def fx():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
-    path = tmp_path_factory.mktemp("weights") / "narrow.emu"
-    emu.save(path)
-    return path
+    return seeded_model_file(tmp_path_factory.mktemp("weights") / "narrow.emu")[0]
 
 
 def _validate(capsys, *args):

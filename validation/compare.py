@@ -29,6 +29,7 @@ import numbers
 
 import numpy as np
 
+from ..checks import check_matching_snapshots
 from ..errors import InputError
 from ..simulator.snapshot import Snapshot
 from .bispectrum import bispectrum, equilateral_triangles, squeezed_triangles
@@ -106,13 +107,7 @@ def _check(truth, candidates, n_mesh, k_max):
     for name, snap in candidates.items():
         if not isinstance(name, str) or not name:
             raise InputError(f"candidate names must be non-empty strings, got {name!r}")
-        if not isinstance(snap, Snapshot):
-            raise InputError(f"candidate {name!r} must be a Snapshot, got {type(snap).__name__}")
-        if snap.grid != truth.grid or not math.isclose(snap.box_size, truth.box_size, rel_tol=1e-6):
-            raise InputError(f"candidate {name!r} has n = {snap.grid}, L = {snap.box_size} Mpc/h; the truth has "
-                             f"n = {truth.grid}, L = {truth.box_size} Mpc/h")
-        if not math.isclose(snap.a, truth.a, rel_tol=1e-5):
-            raise InputError(f"candidate {name!r} is at a = {snap.a:.6g}, the truth at a = {truth.a:.6g}")
+        check_matching_snapshots(snap, truth, f"candidate {name!r}", "the truth", box_rtol=1e-6, a_rtol=1e-5)
     n_mesh = truth.grid if n_mesh is None else n_mesh
     if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or not 4 <= n_mesh <= 2048:
         raise InputError(f"n_mesh must be an integer in [4, 2048], got {n_mesh!r}")

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import ComputationError, DomainError, FileFormatError, InputError
 from ..io.atomic import atomic_path, check_overwrite
+from ..io.jsonfile import read_json
 from .rank_rows import rank_view
 from .streaming import _redshifts, output_paths, prepare_stream, run_stream
 
@@ -233,13 +234,7 @@ def _write_index(idx: Path, job, z: float, parts: list[Path], world: int) -> Non
 
 
 def _load_index(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"index {str(path)!r} not found")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FileFormatError(f"{str(path)!r}: not a JSON part index: {exc}") from exc
+    index = read_json(path, "part index", missing=InputError)
     try:
         ok = index["format"] == INDEX_FORMAT and len(index["shape"]) == 4 and isinstance(index["run"], dict)
         index["parts"] = [{"rank": int(e["rank"]), "file": str(e["file"]), "rows": [int(v) for v in e["rows"]],

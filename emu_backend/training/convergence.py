@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from ..checks import check_matching_snapshots
 from ..errors import InputError
 from ..simulator.snapshot import Snapshot
 
@@ -184,14 +185,7 @@ def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0,
     >>> bool(row.density > 0)
     True
     """
-    for key, snap in (("run", run), ("reference", reference)):
-        if not isinstance(snap, Snapshot):
-            raise InputError(f"{key} must be a Snapshot, got {type(snap).__name__}")
-    if run.grid != reference.grid or not math.isclose(run.box_size, reference.box_size, rel_tol=1e-9):
-        raise InputError(f"run (n={run.grid}, L={run.box_size}) and reference (n={reference.grid}, "
-                         f"L={reference.box_size}) differ in grid or box")
-    if not math.isclose(run.a, reference.a, rel_tol=1e-9):
-        raise InputError(f"run z = {run.z!r} and reference z = {reference.z!r} differ")
+    check_matching_snapshots(run, reference, "run", "reference", box_rtol=1e-9, a_rtol=1e-9)
     if isinstance(k_max, bool) or not isinstance(k_max, numbers.Real) or not 0 < k_max < math.inf:
         raise InputError(f"k_max must be a finite number > 0 [h/Mpc], got {k_max!r}")
     from ..validation.power import cross_correlation

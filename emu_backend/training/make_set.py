@@ -43,6 +43,7 @@ from ..cosmology.params import Cosmology
 from ..errors import DomainError, FileFormatError, InputError
 from ..inference.domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from ..io.atomic import atomic_path
+from ..io.jsonfile import read_json
 from ..simulator.snapshot import meta_to_json
 from .design import Design
 from .sample import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
@@ -164,12 +165,7 @@ def _power(name: str, cosmology: Cosmology):
 def read_manifest(out_dir) -> dict:
     """The ``manifest.json`` of a training-set folder (FileFormatError if missing or malformed)."""
     path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileFormatError(f"{str(path)!r} does not exist")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FileFormatError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    manifest = read_json(path, "training-set manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise FileFormatError(f"{str(path)!r} is not a training-set manifest (format {MANIFEST_FORMAT!r})")
     return manifest
