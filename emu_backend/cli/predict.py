@@ -29,6 +29,8 @@ HELP = ("emulate a linear displacement field file (.npy or HDF5, (3,N,N,N) [Mpc/
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     """The ``predict`` subcommand's arguments."""
+    from ..inference.acceleration import COMPILE_MODES, PRECISIONS
+
     p.add_argument("input", metavar="INPUT", help="z = 0 linear displacement (3,N,N,N) [Mpc/h]: .npy or HDF5 field file")
     p.add_argument("output", metavar="OUTPUT", help="output .h5 file (several --z: OUTPUT_z<z>.h5; "
                                                     "distributed: parts OUTPUT.<rank>.h5 and OUTPUT.index.json)")
@@ -42,6 +44,12 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch device (default cpu; 'cuda' means cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--box-size", dest="box_size", type=float, metavar="MPC_H",
                    help="box side [Mpc/h] (default: the input file's, else N * 1000/512)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="network arithmetic: fp32 (default), tf32 (CUDA), bf16/fp16 autocast; their errors are "
+                        "in docs/performance.md")
+    p.add_argument("--compile", dest="compile_mode", choices=COMPILE_MODES, metavar="MODE",
+                   help=f"torch.compile mode, one of {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs; "
+                        "default: eager)")
     p.add_argument("--no-velocity", dest="velocity", action="store_false", help="displacement only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs, discard partial files")
     p.add_argument("--allow-extrapolation", dest="allow_extrapolation", action="store_true",
@@ -65,9 +73,11 @@ def handle_predict(args: argparse.Namespace) -> int:
     rank, world = rank_and_world()
     device = _device(args.device)
     if args.weights is not None:
-        emu = Emulator.from_checkpoint(args.weights, device=device, allow_extrapolation=args.allow_extrapolation)
+        emu = Emulator.from_checkpoint(args.weights, device=device, allow_extrapolation=args.allow_extrapolation,
+                                       precision=args.precision, compile_mode=args.compile_mode)
     else:
-        emu = default_emulator(device=device, allow_extrapolation=args.allow_extrapolation)
+        emu = default_emulator(device=device, allow_extrapolation=args.allow_extrapolation,
+                               precision=args.precision, compile_mode=args.compile_mode)
     z = args.z[0] if len(args.z) == 1 else args.z
     finals = output_paths(args.output, z)
     kw = dict(box_size=args.box_size, velocity=args.velocity, tile_size=args.tile, batch_size=args.batch,

@@ -43,15 +43,19 @@ def default_weights_path():
     return ref if ref.is_file() else None
 
 
-def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = False) -> Emulator:
+def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = False, *,
+                     precision: str = "fp32", compile_mode: str | None = None) -> Emulator:
     """The shipped emulator (map2map_zdep convention), or an untrained stand-in with a warning.
+
+    The arguments are those of :class:`Emulator`.
 
     The stand-in is reproducible: ``torch.manual_seed(0)`` initialisation in a private generator
     state, so the global RNG is untouched.
     """
     path = default_weights_path()
     if path is not None:
-        emu = Emulator.from_checkpoint(path, device=device, dtype=dtype, allow_extrapolation=allow_extrapolation)
+        emu = Emulator.from_checkpoint(path, device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
+                                       precision=precision, compile_mode=compile_mode)
         net = emu.model.networks["displacement"]
         log.warning(SHIPPED_WEIGHTS_NOTE, net.arch.width)
         return emu
@@ -60,6 +64,6 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
         torch.manual_seed(0)
         net = StyledVNet(style_size=2)
     emu = Emulator(ZdepModel(net), device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
-                   source="untrained-random-seed0")
+                   source="untrained-random-seed0", precision=precision, compile_mode=compile_mode)
     emu.untrained = True
     return emu

@@ -16,6 +16,7 @@ from ..checkpoints.native import is_model_file, load_model_file, save_model_file
 from ..checkpoints.published import check_state_dict, extract_state_dict, infer_arch, read_torch_file
 from ..errors import CheckpointError, InputError
 from ..nn import StyledVNet
+from .acceleration import check_run_options, precision_context
 from .domain import TrainingDomain
 from .models import EmulatorModel, EmuModel, ZdepModel
 from .tiling import Tile, TilePlan, periodic_read
@@ -121,6 +122,14 @@ class Emulator:
         oneDNN; float32 results differ from the reference by round-off, ~2e-7 relative, see
         docs/performance.md). ``"auto"`` (default): channels-last on CPU, contiguous elsewhere (not
         measured on GPUs).
+    precision : {"fp32", "tf32", "bf16", "fp16"}
+        Arithmetic of the network calls (:mod:`emu_backend.inference.acceleration`): ``"fp32"``
+        (default; on CUDA it also turns off the TF32 convolutions PyTorch allows by default),
+        ``"tf32"`` (CUDA only), ``"bf16"``/``"fp16"`` autocast. Their errors against float32 are
+        measured in docs/performance.md.
+    compile_mode : str, optional
+        A ``torch.compile`` mode for the networks (``"default"``, ``"reduce-overhead"`` = CUDA
+        graphs, ...); None (default) runs eagerly.
 
     Examples
     --------
@@ -133,7 +142,7 @@ class Emulator:
 
     def __init__(self, model: EmulatorModel, *, device="cpu", dtype="float32",
                  allow_extrapolation: bool = False, checksum: str = "", source: str = "",
-                 memory_format: str = "auto"):
+                 memory_format: str = "auto", precision: str = "fp32", compile_mode: str | None = None):
         if memory_format not in (*MEMORY_FORMATS, "auto"):
             raise InputError(f"memory_format must be one of {['auto', *sorted(MEMORY_FORMATS)]}, got {memory_format!r}")
         if isinstance(dtype, str):
@@ -149,12 +158,15 @@ class Emulator:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available")
         self.dtype = dtype
+        check_run_options(precision, compile_mode, self.device, dtype)
+        self.precision, self.compile_mode = precision, compile_mode
         if memory_format == "auto":
             memory_format = "channels_last" if self.device.type == "cpu" else "contiguous"
         self.memory_format = memory_format
         self.model = model.to(self.device, dtype)
         for net in self.model.networks.values():
             net.to(memory_format=MEMORY_FORMATS[memory_format])
+        self.model.compile(compile_mode)
         self.allow_extrapolation = allow_extrapolation
         self.checksum = checksum
         self.source = source
@@ -164,7 +176,8 @@ class Emulator:
     @classmethod
     def from_checkpoint(cls, path, model: str = "auto", *, velocity_checkpoint=None, device="cpu",
                         dtype="float32", allow_extrapolation: bool = False, allow_pickle: bool = False,
-                        memory_format: str = "auto") -> "Emulator":
+                        memory_format: str = "auto", precision: str = "fp32",
+                        compile_mode: str | None = None) -> "Emulator":
         """Load an emulator from a file.
 
         Parameters
@@ -176,7 +189,7 @@ class Emulator:
             published ``.pt`` whose style size picks zdep (2) or emu (1).
         velocity_checkpoint : str or Path, optional
             For ``emu``: the v2v network's file (velocities are unavailable without it).
-        device, dtype, allow_extrapolation, memory_format
+        device, dtype, allow_extrapolation, memory_format, precision, compile_mode
             See :class:`Emulator`.
         allow_pickle : bool
             Unpickle arbitrary objects in published ``.pt`` files (only for files you trust).
@@ -185,7 +198,7 @@ class Emulator:
             raise InputError(f"model must be one of {MODEL_KINDS}, got {model!r}")
         path = Path(path)
         kw = dict(device=device, dtype=dtype, allow_extrapolation=allow_extrapolation, source=str(path),
-                  memory_format=memory_format)
+                  memory_format=memory_format, precision=precision, compile_mode=compile_mode)
         if model == "jax" or (model == "auto" and path.suffix == ".npz"):
             sd = read_jax_npz(path)
             return cls(ZdepModel(cls._strict_net(sd, str(path), style_size=2)), **kw)
@@ -278,7 +291,8 @@ class Emulator:
         bar.close()
         meta = {"omega_m": rp.omega_m, "tile_size": tile_size, "model_kind": self.model.kind,
                 "memory_format": self.memory_format, "untrained": self.untrained,
-                "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype)}
+                "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype),
+                "precision": self.precision, "compile_mode": self.compile_mode}
         preds = [Prediction(d, v, zi, rp.omega_m, dict(meta)) for (d, v), zi in zip(out, rp.zs)]
         return preds[0] if single else preds
 
@@ -399,7 +413,8 @@ class Emulator:
             xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype) / 6.0
             xt = xt.contiguous(memory_format=MEMORY_FORMATS[self.memory_format])
             for (dis_out, vel_out), zi in zip(out, rp.zs):
-                dis, vel = self.model.predict_tiles(xt, rp.omega_m, zi, rp.velocity)
+                with precision_context(self.precision, self.device):
+                    dis, vel = self.model.predict_tiles(xt, rp.omega_m, zi, rp.velocity)
                 self._write(dis_out, dis, batch, offset)
                 if rp.velocity:
                     self._write(vel_out, vel, batch, offset)

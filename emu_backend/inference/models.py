@@ -14,7 +14,8 @@ import torch
 
 from ..cosmology.growth import DIS_STD_MPC_H, growth_factor, growth_rate, velocity_norm
 from ..errors import InputError
-from ..nn import Dual, StyledVNet
+from ..nn import Dual, StyledVNet, foldable_tangent
+from .acceleration import compiled
 from .domain import TrainingDomain
 
 __all__ = ["EmulatorModel", "ZdepModel", "EmuModel", "zdep_style", "emu_style"]
@@ -51,6 +52,19 @@ class EmulatorModel(ABC):
     @abstractmethod
     def has_velocity(self) -> bool:
         """Whether velocities can be predicted."""
+
+    def compile(self, mode: str | None) -> "EmulatorModel":
+        """Run the networks through ``torch.compile`` with ``mode`` from now on (None: eager again).
+
+        See :func:`emu_backend.inference.acceleration.compiled`; the networks themselves are unchanged.
+        """
+        self._runners = {role: compiled(net, mode) for role, net in self.networks.items()}
+        return self
+
+    def _net(self, role: str):
+        """The callable that runs network ``role`` (compiled or the network itself)."""
+        runners = getattr(self, "_runners", None) or {}
+        return runners.get(role, self.networks[role])
 
     def to(self, device=None, dtype=None) -> "EmulatorModel":
         """Move every network (in place) and return self."""
@@ -91,7 +105,7 @@ class ZdepModel(EmulatorModel):
         self.net = net.eval()
         self.domain = domain or TrainingDomain()
         #: "dual": folded-weight forward mode, one extra convolution per layer (default);
-        #: "jvp": torch.func.jvp through the network (the reference formulation, slower)
+        #: "jvp": torch.func.jvp through the network (the reference formulation, slower; always eager)
         self.velocity_method = velocity_method
 
     @property
@@ -113,13 +127,17 @@ class ZdepModel(EmulatorModel):
         fn = self.displacement_fn(x, om)
         with torch.no_grad():
             if not velocity:
-                return fn(dz) * DIS_STD_MPC_H, None
+                return self._net("displacement")(x * dz, zdep_style(om, dz)) * DIS_STD_MPC_H, None
             if self.velocity_method == "jvp":
                 out, dout_dd = torch.func.jvp(fn, (dz,), (torch.ones_like(dz),))
             else:
                 # d/dD of (x D, [(Om-0.3)*5, D-1]) is (x, [0, 1])
                 style = Dual(zdep_style(om, dz), torch.tensor([0.0, 1.0], dtype=dz.dtype, device=dz.device))
-                out, dout_dd = self.net(Dual(x * dz, x), style)
+                run = self._net("displacement")
+                if run is not self.net and not foldable_tangent(self.net, style.primal):
+                    log.info("a layer's modulation is below 1e-3 at Om=%g, z=%g: eager forward mode", omega_m, z)
+                    run = self.net  # the compiled graph has only the one-convolution tangent
+                out, dout_dd = run(Dual(x * dz, x), style)
             return out * DIS_STD_MPC_H, dout_dd * float(velocity_norm(z, omega_m))
 
 
@@ -153,10 +171,10 @@ class EmuModel(EmulatorModel):
         style = emu_style(omega_m, dtype=ref.dtype, device=ref.device)
         om32 = float(np.float32(omega_m))
         with torch.no_grad():
-            dis = self.d2d(x, style) * DIS_STD_MPC_H
+            dis = self._net("displacement")(x, style) * DIS_STD_MPC_H
             vel = None
             if velocity:
                 f_ref = float(growth_rate(0.0, V2V_REF_OMEGA_M))
                 scale_in = float(growth_rate(0.0, om32)) / f_ref
-                vel = self.v2v(x * scale_in, style) * (DIS_STD_MPC_H * 100.0 * f_ref)
+                vel = self._net("velocity")(x * scale_in, style) * (DIS_STD_MPC_H * 100.0 * f_ref)
         return dis, vel

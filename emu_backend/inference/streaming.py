@@ -85,8 +85,11 @@ def _open_input(path: Path, stack: contextlib.ExitStack):
 
 def _emulator_digest(emulator) -> str:
     """SHA-256 of the emulator's kind and weights (its file checksum alone may be empty)."""
-    # the layout changes float32 round-off, so a resume must use the same one
-    h = hashlib.sha256(f"{emulator.model.kind}|{getattr(emulator, 'memory_format', 'contiguous')}".encode())
+    # the layout, precision and compilation change the round-off, so a resume must use the same ones
+    # (the default fp32 eager run keeps the digest of earlier versions, so their part files resume)
+    key = [emulator.model.kind, getattr(emulator, "memory_format", "contiguous")]
+    extra = [getattr(emulator, "precision", "fp32"), getattr(emulator, "compile_mode", None)]
+    h = hashlib.sha256("|".join(map(str, key + (extra if extra != ["fp32", None] else []))).encode())
     for net_name, net in sorted(emulator.model.networks.items()):
         for name, tensor in net.state_dict().items():
             h.update(f"{net_name}.{name}".encode())
@@ -263,6 +266,7 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
             "model_kind": emulator.model.kind, "checksum": emulator.checksum,
             "emulator_sha256": run["emulator_sha256"], "source": emulator.source,
             "untrained": emulator.untrained, "dtype": str(emulator.dtype), "seed": in_meta.get("seed"),
+            "precision": getattr(emulator, "precision", "fp32"), "compile_mode": getattr(emulator, "compile_mode", None),
             "config": {k: v for k, v in run.items() if k not in ("input_size", "input_mtime_ns")}}
     header = {"box_size": np.float64(box_size), "cosmology": json.dumps(cosmology.to_dict(), sort_keys=True),
               "meta": meta_to_json(meta), "format": _FORMAT, "format_version": np.int32(_FORMAT_VERSION),

@@ -1,7 +1,7 @@
 """The learnable parts: styled convolutions, blocks and the published StyledVNet."""
 
 from .blocks import ConvStyledBlock, ResStyledBlock, narrow_by
-from .styled_conv import Dual, StyledConv3d, modulated_weight
+from .styled_conv import Dual, StyledConv3d, foldable_tangent, modulated_weight
 from .vnet import CROP, StyledVNet, VNetArch, valid_input_size
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "StyledConv3d",
     "StyledVNet",
     "VNetArch",
+    "foldable_tangent",
     "modulated_weight",
     "narrow_by",
     "valid_input_size",

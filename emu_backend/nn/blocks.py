@@ -44,15 +44,21 @@ def _may_overwrite(inplace: bool) -> bool:
 def add(a, b, inplace: bool = False):
     """Sum of two tensors or :class:`Dual` pairs.
 
-    With ``inplace`` (for a temporary ``a`` the caller owns) and autograd off, ``a`` is overwritten:
+    With ``inplace`` (for a temporary ``a`` the caller owns), autograd off and ``a`` of the sum's
+    dtype, ``a`` is overwritten:
     the same numbers without allocating (fresh CPU allocations of this size cost page faults that are
     several times the arithmetic, docs/performance.md).
     """
     if isinstance(a, Dual):
-        if _may_overwrite(inplace):
+        if _may_overwrite(inplace) and _keeps_dtype(a.primal, b.primal) and _keeps_dtype(a.tangent, b.tangent):
             return Dual(a.primal.add_(b.primal), a.tangent.add_(b.tangent))
         return Dual(a.primal + b.primal, a.tangent + b.tangent)
-    return a.add_(b) if _may_overwrite(inplace) else a + b
+    return a.add_(b) if _may_overwrite(inplace) and _keeps_dtype(a, b) else a + b
+
+
+def _keeps_dtype(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # a 16-bit autocast output plus a float32 tensor (the bypass) is summed in float32, not into a
+    return torch.promote_types(a.dtype, b.dtype) == a.dtype
 
 
 def activate(x, inplace: bool = False):

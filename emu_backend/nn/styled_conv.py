@@ -16,6 +16,7 @@ each sample's own weights (the batch-1 result for every sample).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KINDS", "Dual", "StyledConv3d", "modulated_weight"]
+__all__ = ["KINDS", "Dual", "StyledConv3d", "foldable_tangent", "modulated_weight"]
 
 #: kind -> (kernel size, stride, transposed)
 KINDS = {
@@ -37,6 +38,14 @@ DEMOD_EPS = 1e-8
 
 #: Below this |modulation| an input channel takes the general (two-convolution) tangent path.
 _MIN_MODULATION = 1e-3
+
+
+def _float32_weights(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off while the weights are folded: under 16-bit autocast the style modulation and
+    demodulation stay float32, only the convolutions run in 16 bits."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class Dual(NamedTuple):
@@ -92,6 +101,18 @@ def modulated_weight(
         out_dim = 2 - in_dim  # output-channel axis after the leading sample axis
         sum_dims = [d for d in range(1, w.dim()) if d != out_dim]
     return w * torch.rsqrt(w.pow(2).sum(dim=sum_dims, keepdim=True) + eps)
+
+
+def foldable_tangent(net: nn.Module, style: torch.Tensor) -> bool:
+    """Whether every styled convolution in ``net`` takes the one-convolution tangent for ``style`` (S,).
+
+    That formula divides by the modulation ``m``; where some ``|m|`` is below ``1e-3`` a layer
+    needs the general two-convolution form. A compiled network has no data-dependent branch, so
+    it is run only when this holds (:meth:`~emu_backend.inference.EmulatorModel.compile`).
+    """
+    with torch.no_grad():
+        return all(bool((style @ mod.style_weight.T + mod.style_bias).abs().min() > _MIN_MODULATION)
+                   for mod in net.modules() if isinstance(mod, StyledConv3d))
 
 
 class StyledConv3d(nn.Module):
@@ -160,7 +181,8 @@ class StyledConv3d(nn.Module):
             return self._forward_dual(x, style)
         if style.dim() == 2 and style.shape[0] == 1:
             style = style[0]
-        w = self.folded_weight(style)
+        with _float32_weights(x.device.type):
+            w = self.folded_weight(style)
         op = F.conv_transpose3d if self.transposed else F.conv3d
         if style.dim() == 1:
             return op(x, w, self.bias, stride=self.stride)
@@ -188,29 +210,39 @@ class StyledConv3d(nn.Module):
         s, ds = style
         if s.dim() != 1:
             raise ValueError("the forward-mode path needs one style (S,) shared by the batch")
-        m = s @ self.style_weight.T + self.style_bias
-        dm = ds @ self.style_weight.T
-        in_dim = 0 if self.transposed else 1
-        out_dim = 1 - in_dim
-        ishape = [1] * self.weight.dim()
-        ishape[in_dim] = -1
-        oshape = [1] * self.weight.dim()
-        oshape[out_dim] = -1
-        sum_dims = [d for d in range(self.weight.dim()) if d != out_dim]
-        w = self.weight * m.view(ishape)
-        n2 = w.pow(2).sum(dim=sum_dims, keepdim=True) + DEMOD_EPS
-        dn_over_n = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims, keepdim=True) / n2
-        w = w * torch.rsqrt(n2)
+        with _float32_weights(x.primal.device.type):
+            m = s @ self.style_weight.T + self.style_bias
+            dm = ds @ self.style_weight.T
+            in_dim = 0 if self.transposed else 1
+            out_dim = 1 - in_dim
+            ishape = [1] * self.weight.dim()
+            ishape[in_dim] = -1
+            oshape = [1] * self.weight.dim()
+            oshape[out_dim] = -1
+            sum_dims = [d for d in range(self.weight.dim()) if d != out_dim]
+            w = self.weight * m.view(ishape)
+            n2 = w.pow(2).sum(dim=sum_dims, keepdim=True) + DEMOD_EPS
+            dn_over_n = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims, keepdim=True) / n2
+            w = w * torch.rsqrt(n2)
         op = F.conv_transpose3d if self.transposed else F.conv3d
         y = op(x.primal, w, self.bias, stride=self.stride)
-        if m.abs().min() > _MIN_MODULATION:
+        c = dn_over_n.reshape(-1)
+
+        def folded(xp, xt, y, w, m, dm, c):
             # conv(u, W'') + c b - c y = conv(u, W'') - c (y - b), with c = dn / n per output channel;
             # the bias c b rides on the convolution and the rest is one in-place pass over dy
-            c = dn_over_n.reshape(-1)
-            u = torch.addcmul(x.tangent, x.primal, (dm / m).view(1, -1, 1, 1, 1))
+            u = torch.addcmul(xt, xp, (dm / m).view(1, -1, 1, 1, 1))
             dy = op(u, w, c * self.bias, stride=self.stride)
-            dy.addcmul_(y, c.view(1, -1, 1, 1, 1), value=-1.0)  # autograd-safe: a conv does not save its output
+            return dy.addcmul_(y, c.view(1, -1, 1, 1, 1), value=-1.0)  # autograd-safe: a conv does not save its output
+
+        def general(xp, xt, y, w, m, dm, c):
+            dw = self.weight * dm.view(ishape) * torch.rsqrt(n2) - w * c.view(oshape)
+            return op(xt, w, stride=self.stride) + op(xp, dw, stride=self.stride)
+
+        operands = (x.primal, x.tangent, y, w, m, dm, c)
+        if torch.compiler.is_compiling():
+            # no data-dependent branch in a compiled graph: the caller checked foldable_tangent()
+            dy = folded(*operands)
         else:
-            dw = self.weight * dm.view(ishape) * torch.rsqrt(n2) - w * dn_over_n
-            dy = op(x.tangent, w, stride=self.stride) + op(x.primal, dw, stride=self.stride)
+            dy = (folded if m.abs().min() > _MIN_MODULATION else general)(*operands)
         return Dual(y, dy)
