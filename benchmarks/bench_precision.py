@@ -123,7 +123,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)  # the shipped-weights notice would repeat per row
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

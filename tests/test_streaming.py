@@ -137,6 +137,10 @@ def test_resume_refuses_other_parameters(setup, tmp_path, monkeypatch):
         kw = base | change
         with pytest.raises(InputError, match=rf"different run \({field}: recorded"):
             predict_to_file(emu, d / "lin.npy", dst, kw.pop("omega_m"), 1.0, **kw)
+    # another arithmetic changes the round-off: a resume with it is refused too
+    bf16 = Emulator(emu.model, precision="bf16", memory_format=emu.memory_format)
+    with pytest.raises(InputError, match=r"different run \(emulator_sha256: recorded"):
+        predict_to_file(bf16, d / "lin.npy", dst, OM, 1.0, tile_size=TILE, velocity=False)
     with pytest.raises(InputError, match="resume=True to continue"):
         predict_to_file(emu, d / "lin.npy", dst, OM, 1.0, tile_size=TILE, velocity=False, resume=False)
     [path] = predict_to_file(emu, d / "lin.npy", dst, OM, 1.0, tile_size=TILE, velocity=False)
