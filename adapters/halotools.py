@@ -41,8 +41,10 @@ import numbers
 import numpy as np
 
 from ..cosmology.params import Cosmology
+from ..datatypes.halos import HaloCatalog
+from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, require
-from ..simulator.snapshot import Snapshot
+from ..validation.halos import find_halos_in_snapshot
 
 __all__ = ["to_halotools", "from_halotools", "halo_catalog_from_snapshot", "particle_catalog", "astropy_cosmology"]
 
@@ -59,7 +61,6 @@ def _sim_manager():
 
 
 def _halo_catalog_type():
-    from ..validation.halos import HaloCatalog
 
     return HaloCatalog
 
@@ -257,7 +258,6 @@ def halo_catalog_from_snapshot(snapshot: Snapshot, b: float = 0.2, min_particles
     if not isinstance(snapshot, Snapshot):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
     _sim_manager()  # MissingDependencyError before the (slow) halo finding
-    from ..validation.halos import find_halos_in_snapshot
 
     catalog = find_halos_in_snapshot(snapshot, b=b, min_particles=min_particles)
     particles = None if n_ptcl is None else particle_catalog(snapshot, n_ptcl, seed=seed)

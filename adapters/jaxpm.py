@@ -56,18 +56,20 @@ A runnable example is in ``docs/adapters/jaxpm.md``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import scipy.fft
 
 from ..checks import check_real
+from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, require
 from ..simulator.backends import Backend, output_scale_factors, register_backend
-from ..simulator.snapshot import Snapshot
 
 __all__ = ["JaxPMBackend", "MESH_FACTORS", "to_jax_cosmo", "upsample_density"]
 
@@ -208,7 +210,6 @@ class JaxPMBackend(Backend):
         try:
             x32 = jax.enable_x64(False)  # float32 even where e.g. ``import pmwd`` switched x64 on globally
         except (AttributeError, TypeError):  # older jax: no context manager; float32 is then the default
-            import contextlib
 
             x32 = contextlib.nullcontext()
         try:
@@ -226,7 +227,7 @@ class JaxPMBackend(Backend):
         logger.info("JaxPM: %d^3 particles, mesh %d^3, a %.3g -> %.3g, %d force evaluations", big, big,
                     self.a_start, float(a_out.max()), n_evals)
         q = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) * (box / n),) * 3, indexing="ij"))
-        meta = {**self.describe(), "mesh_n": big, "force_evaluations": n_evals, "jax_version": jax.__version__,
+        meta = {**self.describe(), "n_mesh": big, "force_evaluations": n_evals, "jax_version": jax.__version__,
                 "jaxpm_version": getattr(jaxpm, "__version__", None) or _dist_version("jaxpm"),
                 "jax_device": str(jax.devices()[0])}
         snaps = [None] * len(z)
@@ -263,7 +264,6 @@ class JaxPMBackend(Backend):
 
 
 def _dist_version(name: str):
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(name)

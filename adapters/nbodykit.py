@@ -42,9 +42,11 @@ import numpy as np
 
 from ..cosmology import growth
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_to_json
+from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, MissingDependencyError
-from ..simulator.ics import InitialConditions
-from ..simulator.snapshot import Snapshot, meta_to_json
+from ..ics.conditions import InitialConditions
+from ..simulator import simulate
 from ._jax_state import restore_jax_x64
 
 __all__ = ["catalog_class", "catalog_from_snapshot", "emulated_catalog", "initial_conditions_from_linear_mesh",
@@ -152,12 +154,12 @@ def _comm(comm):
     return CurrentMPIComm.get()
 
 
-def _check_nmesh(nmesh, default):
-    if nmesh is None:
+def _check_n_mesh(n_mesh, default):
+    if n_mesh is None:
         return default
-    if isinstance(nmesh, bool) or not isinstance(nmesh, numbers.Integral) or not 1 <= nmesh <= 8192:
-        raise InputError(f"Nmesh must be an integer in [1, 8192], got {nmesh!r}")
-    return int(nmesh)
+    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or not 1 <= n_mesh <= 8192:
+        raise InputError(f"Nmesh must be an integer in [1, 8192], got {n_mesh!r}")
+    return int(n_mesh)
 
 
 def catalog_from_snapshot(snapshot: Snapshot, *, Nmesh: int | None = None, comm=None, seed: int | None = None,
@@ -187,7 +189,7 @@ def catalog_from_snapshot(snapshot: Snapshot, *, Nmesh: int | None = None, comm=
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
     cls = catalog_class()
     comm = _comm(comm)
-    nmesh = _check_nmesh(Nmesh, snapshot.grid)
+    n_mesh = _check_n_mesh(Nmesh, snapshot.grid)
     n_all = snapshot.n_particles
     start, stop = comm.rank * n_all // comm.size, (comm.rank + 1) * n_all // comm.size
     order = np.argsort(snapshot.ids, kind="stable")[start:stop]  # this rank's ids, in id order
@@ -204,7 +206,7 @@ def catalog_from_snapshot(snapshot: Snapshot, *, Nmesh: int | None = None, comm=
             cosmo = None
     a, om = snapshot.a, snapshot.cosmology.omega_m
     attrs = {
-        "BoxSize": np.full(3, snapshot.box_size), "Nmesh": np.full(3, nmesh, dtype="i8"), "a": a,
+        "BoxSize": np.full(3, snapshot.box_size), "Nmesh": np.full(3, n_mesh, dtype="i8"), "a": a,
         "redshift": snapshot.z, "Omega_m": om, "grid": snapshot.grid, "cosmo": cosmo,
         "particle_mass": float(snapshot.particle_mass),  # Msun/h
         "seed": seed if seed is not None else snapshot.meta.get("seed"),
@@ -225,9 +227,9 @@ def initial_conditions_from_linear_mesh(mesh, cosmology: Cosmology) -> InitialCo
 
     if not isinstance(mesh, MeshSource):
         raise InputError(f"mesh must be an nbodykit MeshSource (e.g. LinearMesh), got {type(mesh).__name__}")
-    box, nmesh = np.asarray(mesh.attrs["BoxSize"], float), np.asarray(mesh.attrs["Nmesh"], int)
-    if not (np.all(box == box[0]) and np.all(nmesh == nmesh[0])):
-        raise InputError(f"only cubic meshes convert, got BoxSize={box.tolist()}, Nmesh={nmesh.tolist()}")
+    box, n_mesh = np.asarray(mesh.attrs["BoxSize"], float), np.asarray(mesh.attrs["Nmesh"], int)
+    if not (np.all(box == box[0]) and np.all(n_mesh == n_mesh[0])):
+        raise InputError(f"only cubic meshes convert, got BoxSize={box.tolist()}, Nmesh={n_mesh.tolist()}")
     z_lin = float(mesh.attrs.get("plin.redshift", mesh.attrs.get("redshift", 0.0)))
     if not math.isfinite(z_lin) or z_lin <= -1:
         raise InputError(f"the linear mesh's redshift must be finite and > -1, got {z_lin!r}")
@@ -264,10 +266,9 @@ def emulated_catalog(linear, cosmology: Cosmology, z: float, *, backend="emulato
     SnapshotCatalog
         This rank's share of the particles.
     """
-    from ..simulator import simulate
 
     comm = _comm(comm)
-    _check_nmesh(Nmesh, 1)  # fail before the run
+    _check_n_mesh(Nmesh, 1)  # fail before the run
     ics = linear if isinstance(linear, InitialConditions) else initial_conditions_from_linear_mesh(linear, cosmology)
     snap, error = None, None
     if comm.rank == 0:

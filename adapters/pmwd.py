@@ -29,10 +29,10 @@ import numpy as np
 
 from ..checks import check_real
 from ..errors import ComputationError, InputError, require
+from ..ics.conditions import InitialConditions
 from ..ics.linear import divergence
 from ..ics.lpt import second_order_displacement
-from ..simulator.backends import Backend, output_scale_factors, EmulatorBackend, register_backend
-from ..simulator.ics import InitialConditions
+from ..simulator.backends import Backend, EmulatorBackend, output_scale_factors, register_backend
 from .pmwd_convert import (
     configuration_from_grid,
     from_pmwd_cosmology,
@@ -230,7 +230,7 @@ class PmwdBackend(Backend):
         cosmo = to_pmwd_cosmology(cosmology, conf)
         maxstep = (a_stop - self.a_start) / self.steps
         order = np.argsort(a_out)
-        meta = {**self.describe(), "mesh_n": self.mesh_factor * ics.n, "jax_version": jax.__version__,
+        meta = {**self.describe(), "n_mesh": self.mesh_factor * ics.n, "jax_version": jax.__version__,
                 "pmwd_version": getattr(pmwd, "__version__", None), "jax_device": str(jax.devices()[0])}
         snaps = [None] * len(z)
         n_steps = 0

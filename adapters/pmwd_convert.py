@@ -42,12 +42,13 @@ import math
 import numbers
 import sys
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 from scipy.special import hyp2f1
 
-from ..cosmology.params import Cosmology
 from ..checks import check_real
+from ..cosmology.params import Cosmology
 from ..errors import ComputationError, InputError, require
 from ._jax_state import restore_jax_x64
 
@@ -137,7 +138,7 @@ class GridSpec:
         Particles per side.
     box_size : float
         Box side [Mpc/h].
-    mesh_n : int
+    n_mesh : int
         PM mesh points per side.
     a_start, a_stop : float
         Scale factors of the LPT start and of the N-body end.
@@ -149,7 +150,7 @@ class GridSpec:
 
     n: int
     box_size: float
-    mesh_n: int
+    n_mesh: int
     a_start: float
     a_stop: float
     a_nbody_maxstep: float
@@ -158,7 +159,7 @@ class GridSpec:
     @property
     def mesh_factor(self) -> float:
         """Mesh points per particle per side."""
-        return self.mesh_n / self.n
+        return self.n_mesh / self.n
 
 
 def _length_mpc_h(conf) -> float:
@@ -242,7 +243,7 @@ def grid_from_configuration(conf) -> GridSpec:
     if len(shape) != 3 or len(set(shape)) != 1 or len(set(mesh)) != 1:
         raise InputError(f"only cubic 3D grids convert to ours; got ptcl_grid_shape={shape}, mesh_shape={mesh}")
     n = int(shape[0])
-    return GridSpec(n=n, box_size=float(conf.ptcl_spacing) * n * _length_mpc_h(conf), mesh_n=int(mesh[0]),
+    return GridSpec(n=n, box_size=float(conf.ptcl_spacing) * n * _length_mpc_h(conf), n_mesh=int(mesh[0]),
                     a_start=float(conf.a_start), a_stop=float(conf.a_stop),
                     a_nbody_maxstep=float(conf.a_nbody_maxstep), lpt_order=int(conf.lpt_order))
 
@@ -342,7 +343,6 @@ def _check_grid(spec: GridSpec, n: int, box_size: float, what: str):
 
 
 def _pmwd_version():
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("pmwd")

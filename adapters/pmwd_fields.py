@@ -15,9 +15,9 @@ import numpy as np
 import scipy.fft
 
 from ..cosmology.params import Cosmology
+from ..datatypes.snapshot import Snapshot
 from ..errors import InputError
-from ..simulator.ics import InitialConditions
-from ..simulator.snapshot import Snapshot
+from ..ics.conditions import InitialConditions
 from .pmwd_convert import (
     _check_grid,
     _check_lcdm,

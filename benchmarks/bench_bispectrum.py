@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import scipy.fft
-
 from emu_backend.validation.bispectrum import bispectrum, triangle_bins
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from emu_backend.inference import ZdepModel
+from emu_backend.inference import ZdepConvention
 from emu_backend.nn import StyledConv3d, StyledVNet, blocks
 from emu_backend.nn.flops import network_flops
 
@@ -88,7 +88,7 @@ def main():
     n = args.tile + 96
     torch.manual_seed(0)
     net = StyledVNet(2, width=args.width).eval()
-    model = ZdepModel(net)
+    model = ZdepConvention(net)
     x = torch.randn(1, 3, n, n, n)
     flops = network_flops(net, n)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -109,12 +109,12 @@ def main():
 
         t_dis = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
         t_vel = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
-        model_jvp = ZdepModel(net, velocity_method="jvp")
+        model_jvp = ZdepConvention(net, velocity_method="jvp")
         t_jvp = best_time(lambda: model_jvp.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
         net_cl = StyledVNet(2, width=args.width).eval()
         net_cl.load_state_dict(net.state_dict())
         net_cl.to(memory_format=cl)
-        model_cl = ZdepModel(net_cl)
+        model_cl = ZdepConvention(net_cl)
         x_cl = x.contiguous(memory_format=cl)
         t_dis_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
         t_vel_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)

@@ -26,15 +26,13 @@ import numpy as np
 import torch
 
 from emu_backend.checkpoints import load_published
-from emu_backend.cosmology import growth_factor
-from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower
-from emu_backend.cosmology.growth import velocity_norm
+from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower, growth_factor
 from emu_backend.ics import linear_field, white_noise
-from emu_backend.inference import default_emulator
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention, default_emulator
 from emu_backend.inference.acceleration import emulate_precision, precision_context
 from emu_backend.inference.emulator import MEMORY_FORMATS
 from emu_backend.nn import StyledVNet
+from emu_backend.nn.normalisation import velocity_norm
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 CASE = ("zdep", "tile_n104_om0p25_z1p0", 0.25, 1.0)
@@ -72,7 +70,7 @@ def accuracy(net: StyledVNet, device: str, precision: str, compile_mode: str | N
     """
     name, case, om, z = CASE
     x = np.load(GOLDEN / "input_n104.npy")[0].astype(np.float64) * 6.0  # Mpc/h, (3, 104, 104, 104)
-    emu = Emulator(ZdepModel(net), device=device, precision=precision, compile_mode=compile_mode,
+    emu = Emulator(ZdepConvention(net), device=device, precision=precision, compile_mode=compile_mode,
                    allow_extrapolation=True)
     ref_dis = np.load(GOLDEN / name / case / "output_f64.npy")[0]
     ref_vel = np.load(GOLDEN / name / case / "velocity_f64.npy")[0]
@@ -85,7 +83,7 @@ def accuracy(net: StyledVNet, device: str, precision: str, compile_mode: str | N
 
 def _centre_tile(emu: Emulator, x: np.ndarray, om: float, z: float):
     """The model on exactly the golden 104^3 input (no periodic wrap), in the emulator's precision context."""
-    xt = torch.from_numpy(x[None].astype(np.float32)).to(emu.device) / 6.0
+    xt = torch.from_numpy(x[None].astype(np.float32)).to(emu.device)  # Mpc/h: the model normalises
     xt = xt.contiguous(memory_format=MEMORY_FORMATS[emu.memory_format])
     with precision_context(emu.precision, emu.device):
         dis, vel = emu.model.predict_tiles(xt, om, z, True)
@@ -165,7 +163,7 @@ def main() -> None:
     print(f"{'mode':<28} {'dis s':>9} {'ratio':>7} {'dis+vel s':>10} {'ratio':>7}")
     base = None
     for precision, compile_mode in modes:
-        emu = Emulator(ZdepModel(net), device=args.device, precision=precision, compile_mode=compile_mode)
+        emu = Emulator(ZdepConvention(net), device=args.device, precision=precision, compile_mode=compile_mode)
         t_d = timed(lambda: emu.predict(x, om, z, velocity=False, tile_size=args.tile), device, args.repeat)
         t_v = timed(lambda: emu.predict(x, om, z, velocity=True, tile_size=args.tile), device, args.repeat)
         base = base or (t_d, t_v)

@@ -41,15 +41,16 @@ def timed(fn):
 def compare(n: int = 64, width: int = 64, pmwd_steps: int = 32, jaxpm: bool = False, seed: int = 7) -> dict:
     """Time the backends on one ``n^3`` box; returns ``{name: (cold s, warm s)}`` and prints the table."""
     from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-    from emu_backend.inference import Emulator, ZdepModel
+    from emu_backend.ics import InitialConditions
+    from emu_backend.inference import Emulator, ZdepConvention
     from emu_backend.nn import StyledVNet
-    from emu_backend.simulator import InitialConditions, simulate
+    from emu_backend.simulator import simulate
     from emu_backend.simulator.backends import EmulatorBackend
 
     cosmo = QUIJOTE_FIDUCIAL
     ics = InitialConditions.from_noise(n, None, cosmo, seed)
     torch.manual_seed(0)
-    wide = Emulator(ZdepModel(StyledVNet(2, 3, 3, width)))
+    wide = Emulator(ZdepConvention(StyledVNet(2, 3, 3, width)))
     runs = {
         "emulator, shipped weights": lambda: simulate(ics, cosmo, z=0.0, backend="emulator"),
         f"emulator, width {width}": lambda: simulate(ics, cosmo, z=0.0, backend=EmulatorBackend(wide, tile_size=n)),

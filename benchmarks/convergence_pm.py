@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+from emu_backend.datatypes import Snapshot
+from emu_backend.ics import InitialConditions
 from emu_backend.inference.domain import TRAINED_CELL_SIZE_MPC_H
-from emu_backend.simulator import InitialConditions, Snapshot, simulate
+from emu_backend.simulator import simulate
 from emu_backend.training.convergence import compare_snapshots, markdown_table
 
 DEFAULT_RUNS = ["mf1_1e-4", "mf2_1e-3", "mf2_1e-4", "mf2_1e-5"]

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from emu_backend.validation.heldout import SUMMARY_COLUMNS, evaluate_heldout
+
 from emu_backend.checkpoints.native import load_model_file
 from emu_backend.inference import Emulator
-from emu_backend.validation.heldout import SUMMARY_COLUMNS, evaluate_heldout
 
 
 def main() -> None:

@@ -41,8 +41,8 @@ def peak_rss_gib() -> float:
 def make_input(path: Path, n: int, seed: int) -> None:
     """Seeded Zel'dovich displacement of a Quijote-fiducial box, written atomically (HDF5 field file)."""
     from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+    from emu_backend.ics import InitialConditions
     from emu_backend.io.fields import write_fields
-    from emu_backend.simulator import InitialConditions
 
     ics = InitialConditions.from_noise(n, None, QUIJOTE_FIDUCIAL, seed)
     write_fields(path, ics.displacement, box_size=ics.box_size, a=1.0, cosmology=QUIJOTE_FIDUCIAL,
@@ -87,11 +87,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.width:
-        from emu_backend.inference import Emulator, ZdepModel
+        from emu_backend.inference import Emulator, ZdepConvention
         from emu_backend.nn import StyledVNet
 
         torch.manual_seed(0)
-        emu = Emulator(ZdepModel(StyledVNet(2, 3, 3, args.width)))
+        emu = Emulator(ZdepConvention(StyledVNet(2, 3, 3, args.width)))
     else:
         emu = default_emulator()
     tag = (f"n{args.n}_t{args.tile}_b{args.batch}{'_vel' if args.velocity else ''}"

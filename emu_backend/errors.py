@@ -15,6 +15,8 @@ value and what was expected.
 
 from __future__ import annotations
 
+import importlib
+
 __all__ = [
     "EmuBackendError",
     "InputError",
@@ -72,7 +74,6 @@ def require(module: str, extra: str):
     module
         The imported module.
     """
-    import importlib
 
     try:
         return importlib.import_module(module)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.nn import StyledVNet
 
 
@@ -14,7 +14,7 @@ def seeded_model_file(path, width: int = 4, seed: int = 0) -> tuple[Path, str]:
     returns the path and the checksum stored in the file."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        emu = Emulator(ZdepModel(StyledVNet(2, width=width)))
+        emu = Emulator(ZdepConvention(StyledVNet(2, width=width)))
     return Path(path), emu.save(path)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-from emu_backend.training.sample import TrainingSample, write_training_sample
+from emu_backend.io.training_sample import TrainingSample, write_training_sample
 
 #: TrainConfig arguments of a tiny, fast run (width 4, 8^3 crops).
 TINY = dict(width=4, crop=8, batch=1, val_samples=1, warmup_steps=0)
@@ -20,7 +20,8 @@ def write_tiny_samples(folder, count, grid=16, zs=(0.0, 1.0), backend="2lpt", fi
     Sample ``i`` has Omega_m spread over [0.25, 0.35] and white-noise seed ``first_seed + i``;
     returns the file paths ``folder/sim_XXX.h5``.
     """
-    from emu_backend.simulator import InitialConditions, simulate
+    from emu_backend.ics import InitialConditions
+    from emu_backend.simulator import simulate
 
     folder = Path(folder)
     paths = []

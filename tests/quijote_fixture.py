@@ -17,10 +17,12 @@ import numpy as np
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.cosmology.linear_power import EisensteinHuPower, TabulatedPower
+from emu_backend.datatypes import Snapshot
+from emu_backend.ics import InitialConditions
 from emu_backend.ics.lpt import lpt_particles
 from emu_backend.io.gadget1 import HEADER_DTYPE
 from emu_backend.io.subfind import TAB_HEADER_DTYPE
-from emu_backend.simulator import InitialConditions, Snapshot, simulate
+from emu_backend.simulator import simulate
 
 Z_ICS = 127.0
 #: A second latin-hypercube row, to check that row ``sim`` is the one read.

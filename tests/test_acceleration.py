@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from emu_backend.checkpoints import load_published
-from emu_backend.cosmology import growth_factor, velocity_norm
+from emu_backend.cosmology import growth_factor
 from emu_backend.errors import InputError
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.inference.acceleration import emulate_precision, precision_context, round_to
-from emu_backend.nn import StyledConv3d, StyledVNet, foldable_tangent
+from emu_backend.nn import DIS_STD_MPC_H, StyledConv3d, StyledVNet, velocity_norm
+from emu_backend.nn.styled_conv import foldable_tangent
 
 CPU = torch.device("cpu")
 
@@ -23,7 +24,7 @@ CPU = torch.device("cpu")
 ])
 def test_bad_run_options_name_value_and_allowed(kw, words):
     with pytest.raises(InputError) as err:
-        Emulator(ZdepModel(StyledVNet(2, width=2)), **kw)
+        Emulator(ZdepConvention(StyledVNet(2, width=2)), **kw)
     for w in words:
         assert w in str(err.value)
 
@@ -83,10 +84,10 @@ def golden_errors(golden):
 
     def errors(precision="fp32", emulated=None):
         if (precision, emulated) not in cache:
-            emu = Emulator(ZdepModel(net), precision=precision, memory_format="contiguous")
+            emu = Emulator(ZdepConvention(net), precision=precision, memory_format="contiguous")
             with torch.no_grad(), precision_context(emu.precision, emu.device), \
                     (emulate_precision(emulated) if emulated else precision_context("fp32", CPU)):
-                dis, vel = emu.model.predict_tiles(x, om, z, True)
+                dis, vel = emu.model.predict_tiles(x * DIS_STD_MPC_H, om, z, True)  # golden input: network units
             d = dis.float().numpy() / 6.0
             v = vel.float().numpy() / float(velocity_norm(z, om))
             cache[precision, emulated] = (np.abs(d - ref_d).max() / ref_d.std(), np.abs(v - ref_v).max() / ref_v.std())
@@ -131,8 +132,8 @@ def test_compiled_network_matches_eager():
     torch.manual_seed(0)
     net = StyledVNet(2, width=4)
     x = np.random.default_rng(1).normal(0, 2.0, (3, 8, 8, 8)).astype(np.float32)
-    eager = Emulator(ZdepModel(net)).predict(x, 0.3, 0.5, tile_size=8)
-    comp = Emulator(ZdepModel(net), compile_mode="default").predict(x, 0.3, 0.5, tile_size=8)
+    eager = Emulator(ZdepConvention(net)).predict(x, 0.3, 0.5, tile_size=8)
+    comp = Emulator(ZdepConvention(net), compile_mode="default").predict(x, 0.3, 0.5, tile_size=8)
     assert comp.meta["compile_mode"] == "default" and eager.meta["precision"] == "fp32"
     for a, b in ((eager.displacement, comp.displacement), (eager.velocity, comp.velocity)):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * a.std())
@@ -153,6 +154,6 @@ def test_compiled_emulator_falls_back_to_eager_where_the_tangent_needs_two_convo
     style = torch.tensor([0.1, -0.2])
     assert not foldable_tangent(net, style) and foldable_tangent(StyledVNet(2, width=4), style)
     x = np.random.default_rng(2).normal(0, 2.0, (3, 8, 8, 8)).astype(np.float32)
-    eager = Emulator(ZdepModel(net)).predict(x, 0.3, 0.5, tile_size=8)
-    comp = Emulator(ZdepModel(net), compile_mode="default").predict(x, 0.3, 0.5, tile_size=8)
+    eager = Emulator(ZdepConvention(net)).predict(x, 0.3, 0.5, tile_size=8)
+    comp = Emulator(ZdepConvention(net), compile_mode="default").predict(x, 0.3, 0.5, tile_size=8)
     assert np.array_equal(comp.velocity, eager.velocity)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from emu_backend.adapters.classy import ClassPower
+from emu_backend.validation.power import power_spectrum
+
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, Cosmology, EisensteinHuPower, LinearPower, growth, sigma_r
 from emu_backend.errors import ComputationError, InputError, MissingDependencyError
 from emu_backend.ics import linear_field, white_noise
-from emu_backend.validation.power import power_spectrum
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters" / "classy.md"
 

@@ -19,7 +19,8 @@ pytest.importorskip("halotools", reason="halotools not installed: pip install 'e
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
 from emu_backend.errors import InputError  # noqa: E402
-from emu_backend.simulator import InitialConditions, simulate  # noqa: E402
+from emu_backend.ics import InitialConditions
+from emu_backend.simulator import simulate  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters" / "halotools.md"
 N, SEED = 32, 5
@@ -144,7 +145,8 @@ def test_snapshot_convenience_with_particles(snap, catalog):
 
 def test_bad_inputs(snap, catalog):
     from emu_backend.adapters.halotools import particle_catalog, to_halotools
-    from emu_backend.validation.halos import HaloCatalog
+
+    from emu_backend.datatypes.halos import HaloCatalog
 
     with pytest.raises(InputError, match="HaloCatalog"):
         to_halotools({"mass": [1.0]}, COSMO)

@@ -16,10 +16,13 @@ import pytest
 
 pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
 
-from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
-from emu_backend.errors import InputError  # noqa: E402
-from emu_backend.simulator import InitialConditions, Snapshot, get_backend, simulate  # noqa: E402
 from emu_backend.validation.power import power_spectrum  # noqa: E402
+
+from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
+from emu_backend.datatypes import Snapshot
+from emu_backend.errors import InputError  # noqa: E402
+from emu_backend.ics import InitialConditions
+from emu_backend.simulator import get_backend, simulate  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters" / "jaxpm.md"
 N, BOX, SEED = 16, 64.0, 7  # Lagrangian cell 4 Mpc/h, k_Nyquist = 0.785 h/Mpc
@@ -67,7 +70,7 @@ def test_runs_through_simulate_and_returns_valid_snapshots(pm, ics):
         assert snap.positions.min() >= 0 and snap.positions.max() < BOX
         np.testing.assert_array_equal(snap.ids, np.arange(N**3))
         meta = snap.meta
-        assert meta["backend"] == "jaxpm" and meta["mesh_n"] == 32 and meta["mesh_factor"] == 2
+        assert meta["backend"] == "jaxpm" and meta["n_mesh"] == 32 and meta["mesh_factor"] == 2
         assert meta["seed"] == SEED and meta["jaxpm_version"] and meta["jax_version"]
         assert 6 <= meta["force_evaluations"] <= 1000
     # particles moved, and by a sensible amount: rms displacement at z = 0 of a few Mpc/h

@@ -34,7 +34,8 @@ except MissingDependencyError as _exc:
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
 from emu_backend.errors import InputError  # noqa: E402
-from emu_backend.simulator import InitialConditions, simulate  # noqa: E402
+from emu_backend.ics import InitialConditions
+from emu_backend.simulator import simulate  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters" / "nbodykit.md"
 N, BOX, SEED = 16, 64.0, 3
@@ -94,9 +95,8 @@ def test_is_a_catalog_source_with_our_columns(cat, snap):
     ("f4", 1e-5),   # nbodykit's default float32 painting: ~1e-7 per cell (measured 9e-8)
 ])
 def test_fftpower_equals_our_power_spectrum(cat, snap, dtype, rtol):
-    from nbodykit.lab import FFTPower
-
     from emu_backend.validation.power import power_spectrum
+    from nbodykit.lab import FFTPower
 
     kf = 2 * np.pi / BOX
     mesh = cat.to_mesh(resampler="cic", compensated=False, interlaced=False, dtype=dtype)  # Nmesh, BoxSize: attrs
@@ -111,10 +111,9 @@ def test_fftpower_equals_our_power_spectrum(cat, snap, dtype, rtol):
 
 
 def test_fof_and_halocatalog_match_our_fof(emu_snap):
-    from nbodykit.lab import FOF, HaloCatalog
-
     from emu_backend.adapters.nbodykit import catalog_from_snapshot
     from emu_backend.validation.halos import find_halos_in_snapshot
+    from nbodykit.lab import FOF, HaloCatalog
 
     cat = catalog_from_snapshot(emu_snap)
     fof = FOF(cat, linking_length=0.2, nmin=5)  # BoxSize, periodicity from attrs
@@ -132,9 +131,8 @@ def test_fof_and_halocatalog_match_our_fof(emu_snap):
 
 
 def test_linear_mesh_in_catalog_out():
-    from nbodykit.lab import LinearMesh, cosmology
-
     from emu_backend.adapters.nbodykit import emulated_catalog, initial_conditions_from_linear_mesh
+    from nbodykit.lab import LinearMesh, cosmology
 
     plin = cosmology.LinearPower(cosmology.Planck15, redshift=1.0, transfer="EisensteinHu")
     mesh = LinearMesh(plin, BoxSize=BOX, Nmesh=N, seed=42)
@@ -157,7 +155,8 @@ from nbodykit import CurrentMPIComm
 from nbodykit.lab import FFTPower, FOF
 from emu_backend.adapters.nbodykit import emulated_catalog
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as C
-from emu_backend.simulator import InitialConditions, simulate
+from emu_backend.ics import InitialConditions
+from emu_backend.simulator import simulate
 from emu_backend.validation.halos import find_halos_in_snapshot
 from emu_backend.validation.power import power_spectrum
 comm = CurrentMPIComm.get()

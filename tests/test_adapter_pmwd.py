@@ -23,10 +23,12 @@ if importlib.util.find_spec("pmwd") is None:
                 "pip install 'emu_backend[pmwd]' to run these tests", allow_module_level=True)
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
+from emu_backend.datatypes import Snapshot
 from emu_backend.errors import InputError  # noqa: E402
+from emu_backend.ics import InitialConditions
 from emu_backend.ics.lpt import second_order_displacement  # noqa: E402
 from emu_backend.ics.noise import white_noise  # noqa: E402
-from emu_backend.simulator import InitialConditions, Snapshot, get_backend, simulate  # noqa: E402
+from emu_backend.simulator import get_backend, simulate  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters" / "pmwd.md"
 N, BOX, SEED = 16, 31.25, 11  # the emulator's training resolution 1000/512 Mpc/h per particle
@@ -116,13 +118,13 @@ def small_emulator():
     """A seeded narrow StyledVNet (width 4): the published one costs ~1 min per 8^3 box on 2 CPU cores."""
     import torch
 
-    from emu_backend.inference import Emulator, ZdepModel
+    from emu_backend.inference import Emulator, ZdepConvention
     from emu_backend.nn.vnet import StyledVNet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = StyledVNet(2, width=4)
-    return Emulator(ZdepModel(net), source="test-width4-seed0")
+    return Emulator(ZdepConvention(net), source="test-width4-seed0")
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,7 @@ def test_x64_flag_is_contained(ap, lpt_run):
 # -- Configuration and Cosmology ------------------------------------------------------------------
 def test_configuration_round_trip(ap, pmwd, conf):
     spec = ap.grid_from_configuration(conf)
-    assert (spec.n, spec.box_size, spec.mesh_n, spec.lpt_order) == (N, BOX, 3 * N, 2)
+    assert (spec.n, spec.box_size, spec.n_mesh, spec.lpt_order) == (N, BOX, 3 * N, 2)
     assert spec.a_start == A_START and spec.a_stop == 1.0 and conf.a_nbody_num == REF["steps"]
     assert float(conf.ptcl_spacing) == BOX / N and tuple(conf.mesh_shape) == (3 * N,) * 3
     with ap.pmwd_x64():
@@ -183,7 +185,7 @@ def test_cosmology_conversions(ap, pmwd, conf, cosmo):
 def test_same_noise_gives_the_same_linear_field(ap, pmwd, conf, cosmo, noise, lpt_run):
     # pmwd: delta_k = sqrt(P V) rfftn(noise, ortho), at a=None (growth 1 in matter domination);
     # ours: the same with P at z = 0 = pmwd's P(a=1). Same noise array -> same field, float32 round-off.
-    from emu_backend.ics.linear import linear_field
+    from emu_backend.ics.conditions import linear_field
 
     modes, _, _ = lpt_run
     ours = linear_field(noise, _pmwd_power(ap, pmwd, cosmo, conf), BOX)
@@ -201,7 +203,7 @@ def test_same_noise_gives_the_same_linear_field(ap, pmwd, conf, cosmo, noise, lp
 def test_pmwd_lpt_equals_our_2lpt(ap, pmwd, conf, cosmo, noise, lpt_run):
     # pmwd: dis = D1 Psi - D2 Psi2[Psi] with its growth factors; ours: the same Psi (linear_field)
     # and our second_order_displacement. Nyquist planes dropped from both (conventions differ there).
-    from emu_backend.ics.linear import linear_field
+    from emu_backend.ics.conditions import linear_field
 
     _, ptcl, growth = lpt_run
     d1_today = ap.pmwd_growth_today(COSMO.omega_m)
@@ -290,7 +292,7 @@ def test_backend_equals_pmwd_nbody(ap, pmwd, conf, cosmo, ics):
     np.testing.assert_allclose(snap.displacement_field(), ref.displacement_field(), atol=1e-5)
     np.testing.assert_allclose(snap.velocity_field(), ref.velocity_field(), rtol=1e-5, atol=1e-3)
     assert snap.meta["backend"] == "pmwd" and snap.meta["steps_taken"] == REF["steps"]
-    assert snap.meta["mesh_n"] == 3 * N and snap.meta["seed"] == SEED
+    assert snap.meta["n_mesh"] == 3 * N and snap.meta["seed"] == SEED
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +325,8 @@ def test_backend_vs_2lpt_at_high_z_and_jaxpm_at_z0(pm_runs, ics):
 _JAXPM_ALONE = """
 import sys, numpy as np
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as C
-from emu_backend.simulator import InitialConditions, simulate
+from emu_backend.ics import InitialConditions
+from emu_backend.simulator import simulate
 ics = InitialConditions.from_noise({n}, {box}, C, seed={seed})
 s = simulate(ics, C, z=[1.0], backend="jaxpm", mesh_factor=1, rtol=1e-3, atol=1e-3)[0]
 assert "pmwd" not in sys.modules

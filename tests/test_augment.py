@@ -10,7 +10,7 @@ import torch
 
 from emu_backend.errors import InputError
 from emu_backend.ics.linear import displacement_from_density
-from emu_backend.mesh import lagrangian_to_eulerian
+from emu_backend.nn import lagrangian_to_eulerian
 from emu_backend.training.augment import N_TRANSFORMS, TRANSFORMS, CubicTransform
 
 RNG = np.random.default_rng(11)
@@ -89,9 +89,10 @@ def test_za_displacement_is_equivariant():
 def test_sampler_crops_are_transformed_plain_crops(tmp_path):
     """An augmented draw equals the transform applied to the un-augmented draw of the same stream."""
     from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-    from emu_backend.simulator import InitialConditions, simulate
+    from emu_backend.ics import InitialConditions
+    from emu_backend.io.training_sample import TrainingSample, write_training_sample
+    from emu_backend.simulator import simulate
     from emu_backend.training.dataset import CropSampler
-    from emu_backend.training.sample import TrainingSample, write_training_sample
 
     ics = InitialConditions.from_noise(8, None, QUIJOTE_FIDUCIAL, seed=1)
     snaps = simulate(ics, QUIJOTE_FIDUCIAL, z=[0.0, 0.5], backend="za")

@@ -27,12 +27,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from emu_backend.validation.bispectrum import bispectrum
+from emu_backend.validation.halos import find_halos
+from emu_backend.validation.power import power_spectrum
+from emu_backend.validation.rsd import multipoles
 
 import emu_backend.cli.main as cli_main
 from emu_backend.checkpoints import load_model_file, load_published, read_jax_npz, save_model_file
 from emu_backend.cli.config import load_toml
 from emu_backend.cli.main import main
-from emu_backend.cosmology import Cosmology, EisensteinHuPower, QUIJOTE_FIDUCIAL, TabulatedPower
+from emu_backend.cosmology import QUIJOTE_FIDUCIAL, Cosmology, EisensteinHuPower, TabulatedPower
+from emu_backend.datatypes import Snapshot
 from emu_backend.errors import (
     CheckpointError,
     DomainError,
@@ -41,20 +46,16 @@ from emu_backend.errors import (
     InputError,
     MissingDependencyError,
 )
-from emu_backend.ics import linear_field, white_noise
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.ics import InitialConditions, linear_field, white_noise
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.io.fields import read_fields, write_fields
 from emu_backend.io.gadget import read_gadget_hdf5, write_gadget_hdf5
-from emu_backend.mesh import paint
-from emu_backend.nn import StyledVNet, VNetArch
-from emu_backend.simulator import EmulatorBackend, InitialConditions, Snapshot, get_backend, simulate
-from emu_backend.validation.bispectrum import bispectrum
-from emu_backend.validation.power import power_spectrum
-from emu_backend.validation.halos import find_halos
-from emu_backend.validation.rsd import multipoles
 from emu_backend.io.gadget1 import read_gadget_binary
 from emu_backend.io.subfind import read_fof_groups
-from emu_backend.training.sample import TrainingSample, read_training_sample
+from emu_backend.io.training_sample import TrainingSample, read_training_sample
+from emu_backend.mesh import paint
+from emu_backend.nn import StyledVNet, VNetArch
+from emu_backend.simulator import EmulatorBackend, get_backend, simulate
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 WRITE_ENV = "EMU_WRITE_RELIABILITY_TABLE"
@@ -96,7 +97,7 @@ def ctx(tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = StyledVNet(2, width=2)
-    c.emu = Emulator(ZdepModel(net))
+    c.emu = Emulator(ZdepConvention(net))
     c.good = _zeros(3, 8, 8, 8)
     c.eh = EisensteinHuPower(QUIJOTE_FIDUCIAL)
     c.ics = InitialConditions.from_noise(8, None, QUIJOTE_FIDUCIAL, seed=1)
@@ -265,8 +266,8 @@ CASES = [
     Case("emulator-compile-mode", "API", "Emulator(compile_mode='fastest')",
          lambda c: Emulator(c.emu.model, compile_mode="fastest"), InputError,
          r"compile_mode must be None or one of \('default', 'reduce-overhead', .*\), got 'fastest'"),
-    Case("model-wrong-style-size", "API", "ZdepModel(StyledVNet(style_size=1)): an emu network as zdep",
-         lambda c: ZdepModel(StyledVNet(1, width=2)), InputError, r"map2map_zdep needs style_size 2, got 1"),
+    Case("model-wrong-style-size", "API", "ZdepConvention(StyledVNet(style_size=1)): an emu network as zdep",
+         lambda c: ZdepConvention(StyledVNet(1, width=2)), InputError, r"map2map_zdep needs style_size 2, got 1"),
     Case("from-checkpoint-kind", "API", "Emulator.from_checkpoint(model='d2d') (unknown kind)",
          lambda c: Emulator.from_checkpoint(c.dir / "published.pt", model="d2d"), InputError,
          r"model must be one of .*got 'd2d'"),

@@ -7,8 +7,6 @@ import re
 
 import numpy as np
 import pytest
-
-from emu_backend.errors import InputError
 from emu_backend.validation.bispectrum import (
     bispectrum,
     equilateral_triangles,
@@ -17,6 +15,8 @@ from emu_backend.validation.bispectrum import (
     triangle_bins,
 )
 from emu_backend.validation.power import power_spectrum
+
+from emu_backend.errors import InputError
 
 BOX = 10.0
 KF = 2 * np.pi / BOX

@@ -16,7 +16,7 @@ from emu_backend.checkpoints import (
     write_jax_npz,
 )
 from emu_backend.errors import CheckpointError, FileFormatError
-from emu_backend.inference import Emulator, EmuModel, ZdepModel
+from emu_backend.inference import EmuConvention, Emulator, ZdepConvention
 from emu_backend.nn import StyledConv3d, StyledVNet
 
 
@@ -41,8 +41,8 @@ def test_published_wrappings_load(tmp_path, narrow_sd):
 
 
 def test_golden_checkpoints_load_with_expected_kind(golden):
-    assert isinstance(Emulator.from_checkpoint(golden / "zdep" / "checkpoint.pt").model, ZdepModel)
-    assert isinstance(Emulator.from_checkpoint(golden / "emu_d2d" / "checkpoint.pt").model, EmuModel)
+    assert isinstance(Emulator.from_checkpoint(golden / "zdep" / "checkpoint.pt").model, ZdepConvention)
+    assert isinstance(Emulator.from_checkpoint(golden / "emu_d2d" / "checkpoint.pt").model, EmuConvention)
 
 
 def test_emu_pair_with_velocity_checkpoint(golden):
@@ -99,7 +99,7 @@ def test_jax_round_trip(tmp_path, narrow_sd):
     write_jax_npz(narrow_sd, tmp_path / "p.npz")
     _same(read_jax_npz(tmp_path / "p.npz"), narrow_sd)
     emu = Emulator.from_checkpoint(tmp_path / "p.npz")
-    assert isinstance(emu.model, ZdepModel)
+    assert isinstance(emu.model, ZdepConvention)
 
 
 def test_jax_upsampling_convention_numerically():
@@ -149,7 +149,7 @@ def test_native_round_trip_is_exact(tmp_path):
 
 def test_native_emu_pair_and_emulator_save(tmp_path):
     torch.manual_seed(3)
-    emu = Emulator(EmuModel(StyledVNet(1, width=4), StyledVNet(1, width=4)))
+    emu = Emulator(EmuConvention(StyledVNet(1, width=4), StyledVNet(1, width=4)))
     emu.save(tmp_path / "pair.emu")
     back = Emulator.from_checkpoint(tmp_path / "pair.emu")
     assert back.model.kind == "emu" and back.model.has_velocity and back.model.domain.z == (0.0, 0.0)

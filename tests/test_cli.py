@@ -18,7 +18,7 @@ from emu_backend.cli.main import main
 from emu_backend.cli.plot import png_metadata
 from emu_backend.cosmology import PLANCK18, QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.io.fields import read_fields
 from emu_backend.nn import StyledVNet
 
@@ -148,7 +148,7 @@ def test_run_config_defaults_and_validation():
 def test_emulator_weights_file_and_npz_fields(tmp_path, capsys):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+        emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
     checksum = emu.save(tmp_path / "narrow.emu")
     code, out, err = _run(capsys, "-n", 8, "--z", 0.5, "--weights", tmp_path / "narrow.emu", "--format", "npz",
                           "--baseline", "none", "--out", tmp_path / "o")

@@ -8,12 +8,12 @@ import pytest
 
 SCRIPT = r"""
 import torch
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.inference.cpu_allocator import keep_freed_memory
 from emu_backend.nn import StyledVNet
 
 torch.manual_seed(0)
-emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
 lin = torch.randn(3, 16, 16, 16).numpy() * 3.0
 before = emu.predict(lin, 0.3, 0.5, velocity=True)
 applied = keep_freed_memory()

@@ -15,16 +15,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from emu_backend.errors import FileFormatError, InputError
-from emu_backend.inference import Emulator, TilePlan, ZdepModel
-from emu_backend.inference.distributed import (check_parts, index_path, part_path, predict_distributed,
-                                               read_parts)
-from emu_backend.inference.streaming import output_paths
-from emu_backend.nn import StyledVNet
-
 from _stall import STALL_SOURCE  # tests/_stall.py
 from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
+
+from emu_backend.errors import FileFormatError, InputError
+from emu_backend.inference import Emulator, ZdepConvention
+from emu_backend.inference.distributed import check_parts, index_path, part_path, predict_distributed, read_parts
+from emu_backend.inference.streaming import output_paths
+from emu_backend.inference.tiling import TilePlan
+from emu_backend.nn import StyledVNet
 
 OM, Z, N, TILE = 0.3, 0.5, 32, 16  # 2 rows of 4 tiles: one row per rank
 
@@ -215,7 +214,7 @@ def test_each_rank_scans_only_the_rows_it_reads():
     lin = np.random.default_rng(3).normal(0, 2.0, shape).astype(np.float32)
     lin[1, 200, 3, 4] = np.nan  # read by ranks 2 and 3 only
     torch.manual_seed(0)
-    emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
     with pytest.raises(InputError) as full:
         emu.plan(lin, OM, Z, tile_size=tile, velocity=False)
     for rank in range(world):

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from emu_backend.errors import DomainError, InputError
-from emu_backend.inference import Emulator, EmuModel, ZdepModel
+from emu_backend.inference import EmuConvention, Emulator, ZdepConvention
 from emu_backend.nn import StyledVNet
 
 
 @pytest.fixture(scope="module")
 def emu():
     torch.manual_seed(0)
-    return Emulator(ZdepModel(StyledVNet(2, width=4)))
+    return Emulator(ZdepConvention(StyledVNet(2, width=4)))
 
 
 GOOD = np.zeros((3, 8, 8, 8), np.float32)
@@ -53,14 +53,14 @@ def test_outside_training_domain(emu, om, z, pattern):
 
 def test_extrapolation_only_when_allowed(caplog):
     torch.manual_seed(0)
-    emu = Emulator(ZdepModel(StyledVNet(2, width=4)), allow_extrapolation=True)
+    emu = Emulator(ZdepConvention(StyledVNet(2, width=4)), allow_extrapolation=True)
     p = emu.predict(GOOD, 0.6, 3.5, tile_size=8, velocity=False)
     assert np.isfinite(p.displacement).all()
     assert "extrapolating outside the training domain" in caplog.text
 
 
 def test_emu_model_is_z0_only():
-    emu = Emulator(EmuModel(StyledVNet(1, width=4)))
+    emu = Emulator(EmuConvention(StyledVNet(1, width=4)))
     with pytest.raises(DomainError, match=r"z = 0.5 is outside the training range \[0.0, 0.0\]"):
         emu.predict(GOOD, 0.3, 0.5, tile_size=8, velocity=False)
     with pytest.raises(InputError, match="no velocity network"):
@@ -89,7 +89,7 @@ def test_bad_arguments(emu, kwargs, pattern):
 
 
 def test_bad_constructor_arguments():
-    net = ZdepModel(StyledVNet(2, width=4))
+    net = ZdepConvention(StyledVNet(2, width=4))
     with pytest.raises(InputError, match="dtype must be one of"):
         Emulator(net, dtype="float16")
     with pytest.raises(InputError, match="unknown device"):

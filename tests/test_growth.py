@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from emu_backend.cosmology import growth_factor, growth_rate, hubble, velocity_norm, displacement_norm
+from emu_backend.cosmology import growth_factor, growth_rate, hubble
 from emu_backend.errors import InputError
+from emu_backend.nn import displacement_norm, velocity_norm
 
 
 def test_against_reference_table(golden):

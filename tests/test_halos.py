@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from emu_backend.errors import InputError
-from emu_backend.validation import HaloCatalog, find_halos, halo_bias, mass_function
+from emu_backend.validation import find_halos, halo_bias, mass_function
 from emu_backend.validation.halos import find_halos_in_snapshot
+
+from emu_backend.datatypes import HaloCatalog
+from emu_backend.errors import InputError
 
 BOX = 100.0
 
@@ -107,7 +108,7 @@ def test_min_particles_threshold_is_inclusive():
 def test_find_halos_in_snapshot_uses_particle_mass_and_a():
     pytest.importorskip("halotools", reason="halotools (extra 'halotools') is needed")
     from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-    from emu_backend.simulator.snapshot import Snapshot
+    from emu_backend.datatypes.snapshot import Snapshot
 
     n, box = 16, 64.0
     rng = np.random.default_rng(3)

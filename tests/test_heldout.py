@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from emu_backend.validation.heldout import SUMMARY_COLUMNS, evaluate_heldout
 
 from emu_backend.errors import InputError
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.nn import StyledVNet
 from emu_backend.training.design import latin_hypercube
 from emu_backend.training.make_set import make_training_set
-from emu_backend.validation.heldout import SUMMARY_COLUMNS, evaluate_heldout
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def heldout(tmp_path_factory):
     made = make_training_set(root / "set", latin_hypercube(2, seed=3), grid=16, z=[0.0, 1.0], backend="2lpt", seed=5)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        emu = Emulator(ZdepModel(StyledVNet(2, width=4)), source="narrow-test")
+        emu = Emulator(ZdepConvention(StyledVNet(2, width=4)), source="narrow-test")
     summary = evaluate_heldout(emu, made.files, [0.0, 1.0], root / "out", halos=False)
     return root, made, summary
 
@@ -51,7 +51,7 @@ def test_2lpt_against_a_2lpt_truth_is_exact(heldout):
 
 def test_missing_redshift_and_empty_inputs_are_refused(heldout, tmp_path):
     _, made, _ = heldout
-    emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
     with pytest.raises(InputError, match=r"has no output at z = 0.5"):
         evaluate_heldout(emu, made.files[:1], [0.5], tmp_path, halos=False)
     with pytest.raises(InputError, match="sample_files is empty"):

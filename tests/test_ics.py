@@ -9,7 +9,7 @@ import scipy.fft
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower, TabulatedPower
 from emu_backend.errors import InputError
 from emu_backend.ics import (
-    LinearField,
+    InitialConditions,
     default_box_size,
     displacement_from_density,
     divergence,
@@ -128,8 +128,8 @@ def test_power_of_linear_density_matches_input(eh_power):
 
 def test_user_supplied_fields_roundtrip(eh_power):
     field = linear_field(white_noise(16, seed=9), eh_power, dtype=np.float64)
-    from_dis = LinearField.from_displacement(field.displacement, field.box_size, dtype=np.float64)
-    from_den = LinearField.from_density(field.density, field.box_size, dtype=np.float64)
+    from_dis = InitialConditions.from_linear_displacement(field.displacement, field.box_size, dtype=np.float64)
+    from_den = InitialConditions.from_linear_density(field.density, field.box_size, dtype=np.float64)
     # fourier-convention fields carry no Nyquist modes, so both routes are exact up to FFT rounding
     scale = np.abs(field.displacement).max()
     np.testing.assert_array_equal(from_dis.displacement, field.displacement)  # passed through
@@ -236,6 +236,6 @@ def test_linear_field_bad_input(eh_power):
         with pytest.raises(InputError, match="grid wavenumbers"):
             linear_field(noise, short, 16.0, convention=convention)
     with pytest.raises(InputError, match="shape"):
-        LinearField.from_displacement(np.zeros((2, 8, 8, 8)), 10.0)
+        InitialConditions.from_linear_displacement(np.zeros((2, 8, 8, 8)), 10.0)
     with pytest.raises(InputError, match="shape"):
-        LinearField(np.zeros((8, 8, 8)), np.zeros((3, 4, 4, 4)), 10.0)
+        InitialConditions(np.zeros((3, 4, 4, 4)), np.zeros((8, 8, 8)), 10.0)

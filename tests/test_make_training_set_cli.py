@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from emu_backend.cli.main import SUBCOMMANDS, main
+from emu_backend.io.training_sample import read_training_sample
 from emu_backend.training.design import latin_hypercube
 from emu_backend.training.make_set import read_manifest, sample_path
-from emu_backend.training.sample import read_training_sample
 
 FAST = ["--grid", "8", "--z", "0", "1", "--mesh-factor", "1", "--rtol", "1e-3"]
 

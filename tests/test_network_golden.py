@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from emu_backend.checkpoints import load_published
-from emu_backend.cosmology import growth_factor, velocity_norm
-from emu_backend.inference import EmuModel, ZdepModel, emu_style
-from emu_backend.nn import StyledVNet
+from emu_backend.cosmology import growth_factor
+from emu_backend.inference import EmuConvention, ZdepConvention
+from emu_backend.inference.models import emu_style, zdep_forward
+from emu_backend.nn import DIS_STD_MPC_H, StyledVNet, velocity_norm
 
 torch.set_num_threads(max(torch.get_num_threads(), 1))
 
@@ -41,7 +42,7 @@ def test_emu_d2d_tile(golden, x104, dtype):
     dt = getattr(torch, dtype)
     # the model convention: style from Omega_m in float32, output in Mpc/h = network units * 6
     assert torch.equal(emu_style(0.30), style[0])
-    dis, _ = EmuModel(net.to(dt)).predict_tiles(x104.to(dt), 0.30, 0.0, velocity=False)
+    dis, _ = EmuConvention(net.to(dt)).predict_tiles(x104.to(dt) * DIS_STD_MPC_H, 0.30, 0.0, velocity=False)
     # golden README: float32 max abs <= 1e-5 (conv algorithm freedom); float64 ~1e-10 (normalised units)
     np.testing.assert_allclose(dis.numpy() / 6.0, ref, rtol=0, atol=1e-5 if dtype == "float32" else 1e-10)
 
@@ -57,9 +58,10 @@ def test_zdep_tile_displacement_and_velocity(golden, x104, dtype):
     ref_dis = np.load(case / f"output{suffix}.npy")
     ref_vel = np.load(case / f"velocity{suffix}.npy")
     dt = getattr(torch, dtype)
-    model = ZdepModel(net.to(dt))
+    model = ZdepConvention(net.to(dt))
     if dtype == "float32":
-        dis, vel = model.predict_tiles(x104.to(dt), om, z, velocity=True)
+        # predict_tiles takes Mpc/h; the golden input is in network units (x 6 and back costs ~1e-7 relative)
+        dis, vel = model.predict_tiles(x104.to(dt) * DIS_STD_MPC_H, om, z, velocity=True)
         dis, vel = dis.numpy() / 6.0, vel.numpy() / velocity_norm(z, om)
         # README tolerances: displacement max 1e-5; jvp velocity rms < 1e-3 std, max < 1e-2 max|v| (LeakyReLU kinks)
         np.testing.assert_allclose(dis, ref_dis, rtol=0, atol=1e-5)
@@ -70,9 +72,8 @@ def test_zdep_tile_displacement_and_velocity(golden, x104, dtype):
         # float64 CPU convolutions are slow: one jvp, with the reference's exact inputs (it fed D
         # rounded to float32; the model computes D in float64, ~1e-8 away), float64 agrees to round-off: ~1e-10 absolute, 1e-9 relative
         dz32 = torch.tensor(float(np.load(case / "dz.npy")[0]), dtype=dt)
-        fn = model.displacement_fn(x104.to(dt), torch.tensor(om, dtype=dt))
         with torch.no_grad():
-            out, tangent = torch.func.jvp(fn, (dz32,), (torch.ones_like(dz32),))
+            out, tangent = zdep_forward(model.net, x104.to(dt), torch.tensor(om, dtype=dt), dz32, method="jvp")
         np.testing.assert_allclose(out.numpy(), ref_dis, rtol=0, atol=1e-10)
         np.testing.assert_allclose(tangent.numpy(), ref_vel, rtol=0, atol=1e-9 * np.abs(ref_vel).max())
 
@@ -84,9 +85,11 @@ def test_zdep_velocity_equals_finite_difference():
     x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
     om = torch.tensor(0.3, dtype=torch.float64)
     dz = torch.tensor(0.7, dtype=torch.float64)
-    f = ZdepModel(net).displacement_fn(x, om)
+    def f(d):
+        return zdep_forward(net, x, om, d, velocity=False)[0]
+
     with torch.no_grad():
-        _, jvp = torch.func.jvp(f, (dz,), (torch.ones_like(dz),))
+        _, jvp = zdep_forward(net, x, om, dz, method="jvp")
         h = 1e-7
         fd = (f(dz + h) - f(dz - h)) / (2 * h)
     # float64, h = 1e-7: round-off ~1e-16/h ~ 1e-9; LeakyReLU kinks crossed inside [D-h, D+h] add an
@@ -112,7 +115,7 @@ def test_emu_v2v_scalings_match_reference_table(golden):
     torch.manual_seed(0)
     d2d, v2v = StyledVNet(1, width=4).double(), StyledVNet(1, width=4).double()
     x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
-    _, vel = EmuModel(d2d, v2v).predict_tiles(x, 0.3, 0.0, velocity=True)
+    _, vel = EmuConvention(d2d, v2v).predict_tiles(x, 0.3, 0.0, velocity=True)
     with torch.no_grad():
         expected = v2v(x * (f_om / f_ref), emu_style(0.3, dtype=torch.float64)) * (600 * f_ref)
     # table values vs our closed forms agree to 1e-10 relative: float64 round-off level here
@@ -132,8 +135,8 @@ def test_dual_velocity_equals_jvp(force_fallback):
                     mod.style_bias[0] = -(mod.style_weight[0] @ style)
                     assert abs(float(mod.style_weight[0] @ style + mod.style_bias[0])) < 1e-3
     x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
-    dual = ZdepModel(net, velocity_method="dual").predict_tiles(x, 0.25, 0.5, velocity=True)
-    ref = ZdepModel(net, velocity_method="jvp").predict_tiles(x, 0.25, 0.5, velocity=True)
+    dual = ZdepConvention(net, velocity_method="dual").predict_tiles(x, 0.25, 0.5, velocity=True)
+    ref = ZdepConvention(net, velocity_method="jvp").predict_tiles(x, 0.25, 0.5, velocity=True)
     # same derivative, different association of the float64 sums: round-off ~1e-12 relative
     torch.testing.assert_close(dual[0], ref[0], rtol=0, atol=1e-10)
     torch.testing.assert_close(dual[1], ref[1], rtol=0, atol=1e-9 * ref[1].abs().max().item())
@@ -148,7 +151,7 @@ def test_channels_last_layout_matches_the_golden_vectors(golden, x104):
     net = load_published(golden / "zdep" / "checkpoint.pt").to(memory_format=cl)
     case = golden / "zdep" / "tile_n104_om0p25_z1p0"
     om, z = 0.25, 1.0
-    dis, vel = ZdepModel(net).predict_tiles(x104.contiguous(memory_format=cl), om, z, velocity=True)
+    dis, vel = ZdepConvention(net).predict_tiles((x104 * DIS_STD_MPC_H).contiguous(memory_format=cl), om, z, velocity=True)
     ref_dis, ref_vel = np.load(case / "output.npy"), np.load(case / "velocity.npy")
     np.testing.assert_allclose(dis.numpy() / 6.0, ref_dis, rtol=0, atol=1e-5)
     diff = vel.numpy() / velocity_norm(z, om) - ref_vel

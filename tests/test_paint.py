@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from emu_backend.errors import InputError
-from emu_backend.mesh import (
-    deconvolve_window,
-    lag2eul_scale,
-    lagrangian_to_eulerian,
-    paint,
-    paint_cells,
-    window_fourier,
-)
+from emu_backend.mesh import deconvolve_window, paint, paint_cells, window_fourier
+from emu_backend.nn import lag2eul_scale, lagrangian_to_eulerian
 
 WINDOWS = ["ngp", "cic", "tsc"]
 

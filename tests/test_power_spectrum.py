@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from emu_backend.validation.power import cross_correlation, default_k_edges, power_spectrum
 
 from emu_backend.errors import InputError
-from emu_backend.validation.power import cross_correlation, default_k_edges, power_spectrum
 
 N, BOX = 16, 50.0
 

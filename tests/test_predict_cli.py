@@ -11,15 +11,14 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from _stall import STALL_SOURCE  # tests/_stall.py
+from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 from emu_backend.cli.main import main
 from emu_backend.inference import Emulator
 from emu_backend.inference.distributed import read_parts
 from emu_backend.inference.streaming import predict_to_file
 from emu_backend.io.fields import read_fields
-
-from _stall import STALL_SOURCE  # tests/_stall.py
-from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 OM, Z = 0.3, 0.5
 

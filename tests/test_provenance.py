@@ -20,13 +20,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _tiny_model import seeded_model_file  # tests/_tiny_model.py
+from _training_helpers import TINY  # tests/_training_helpers.py
 
 import emu_backend
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
-
-from _tiny_model import seeded_model_file  # tests/_tiny_model.py
-from _training_helpers import TINY  # tests/_training_helpers.py
 
 VERSION = emu_backend.__version__
 SEED = 1234
@@ -110,8 +109,9 @@ def trained(tmp_path_factory, weights, training_set):
 def heldout(tmp_path_factory, weights, training_set):
     """Held-out evaluation (its per-run validation reports are write_report's files)."""
     pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'emu_backend[validation]'")
-    from emu_backend.inference import Emulator
     from emu_backend.validation.heldout import evaluate_heldout
+
+    from emu_backend.inference import Emulator
 
     out = tmp_path_factory.mktemp("heldout")
     emu = Emulator.from_checkpoint(weights[0], allow_extrapolation=True)
@@ -403,7 +403,7 @@ def rewrite_predict(req, tmp_path):
 
 
 def rewrite_sample(req, tmp_path):
-    from emu_backend.training.sample import read_training_sample, write_training_sample
+    from emu_backend.io.training_sample import read_training_sample, write_training_sample
 
     path = req.getfixturevalue("training_set")[1].files[0]
     return path, lambda: write_training_sample(path, read_training_sample(path))
@@ -417,8 +417,9 @@ def rewrite_model(req, tmp_path):
 
 
 def rewrite_heldout(req, tmp_path):
-    from emu_backend.inference import Emulator
     from emu_backend.validation.heldout import evaluate_heldout
+
+    from emu_backend.inference import Emulator
 
     out, _ = req.getfixturevalue("heldout")
     files = [req.getfixturevalue("training_set")[1].files[0]]

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from emu_backend.cosmology.growth import growth_rate
 from emu_backend.validation import (
     bispectrum,
     cross_correlation,
@@ -29,6 +27,8 @@ from emu_backend.validation import (
     power_spectrum,
     redshift_space_positions,
 )
+
+from emu_backend.cosmology.growth import growth_rate
 
 PKL = pytest.importorskip("Pk_library", reason="Pylians (extra 'validation') is not installed")
 MASL = pytest.importorskip("MAS_library", reason="Pylians (extra 'validation') is not installed")

@@ -20,8 +20,14 @@ import pytest
 pytest.importorskip("hdf5plugin", reason="hdf5plugin not installed: pip install 'emu_backend[quijote]'")
 pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
 
-from quijote_fixture import OTHER_ROW, Z_ICS, build_quijote_dir, shared_quijote_dir, write_gadget1  # noqa: E402
-from quijote_fixture import write_gadget_hdf5  # noqa: E402
+from quijote_fixture import (  # noqa: E402
+    OTHER_ROW,
+    Z_ICS,
+    build_quijote_dir,
+    shared_quijote_dir,
+    write_gadget1,
+    write_gadget_hdf5,  # noqa: E402
+)
 
 from emu_backend.cosmology.growth import growth_factor  # noqa: E402
 from emu_backend.errors import FileFormatError, InputError  # noqa: E402

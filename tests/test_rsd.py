@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from emu_backend.validation import field_multipoles, multipoles, redshift_space_positions
 from scipy.special import eval_legendre
 
 from emu_backend.cosmology.growth import growth_rate
 from emu_backend.errors import InputError
-from emu_backend.validation import field_multipoles, multipoles, redshift_space_positions
 
 A, OMEGA_M = 1.0, 0.3
 

@@ -11,16 +11,21 @@ from scipy.integrate import quad
 
 import emu_backend
 from emu_backend.cosmology import PLANCK18, QUIJOTE_FIDUCIAL, EisensteinHuPower
+from emu_backend.datatypes import Snapshot
 from emu_backend.errors import DomainError, InputError, MissingDependencyError
-from emu_backend.ics import linear_field, second_order_displacement, second_order_growth_factor, white_noise
-from emu_backend.inference import Emulator, ZdepModel
+from emu_backend.ics import (
+    InitialConditions,
+    linear_field,
+    second_order_displacement,
+    second_order_growth_factor,
+    white_noise,
+)
+from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.nn import StyledVNet
 from emu_backend.simulator import (
     Backend,
     EmulatorBackend,
-    InitialConditions,
     LPT2Backend,
-    Snapshot,
     ZABackend,
     available_backends,
     get_backend,
@@ -66,7 +71,7 @@ def narrow_emulator():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = StyledVNet(2, width=4)
-    return Emulator(ZdepModel(net), checksum="test-checksum", source="narrow-test-net")
+    return Emulator(ZdepConvention(net), checksum="test-checksum", source="narrow-test-net")
 
 
 class _Records(logging.Handler):

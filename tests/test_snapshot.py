@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+from emu_backend.datatypes import Snapshot
 from emu_backend.errors import InputError
-from emu_backend.simulator import Snapshot
 
 BOX = 100.0
 N = 8
@@ -135,7 +135,7 @@ def test_from_displacement_validation():
         Snapshot.from_displacement(dis[:, :4], vel[:, :4], 1.0, BOX, QUIJOTE_FIDUCIAL)
     with pytest.raises(InputError, match="vel"):
         Snapshot.from_displacement(dis, vel[:2], 1.0, BOX, QUIJOTE_FIDUCIAL)
-    with pytest.raises(InputError, match="mesh_n"):
+    with pytest.raises(InputError, match="n_mesh"):
         _snapshot(7).density(0)
 
 

@@ -9,14 +9,13 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
+from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
 from emu_backend.inference import Emulator
 from emu_backend.inference.streaming import output_paths, predict_to_file
 from emu_backend.io.fields import read_fields, write_fields
-
-from _tiny_model import random_linear, seeded_model_file  # tests/_tiny_model.py
 
 OM, ZS, TILE = 0.3, [0.5, 1.0], 8  # 16^3 box, tile 8: 8 tiles
 # Multi-tile runs skip velocities (2x the cost); test_velocity_single_tile covers them.

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from emu_backend.inference import Emulator, EmuModel, TilePlan, ZdepModel, periodic_read
+from emu_backend.inference import EmuConvention, Emulator, ZdepConvention
+from emu_backend.inference.tiling import TilePlan, periodic_read
 from emu_backend.nn import StyledVNet
 
 
@@ -16,7 +17,7 @@ def _box(n, seed=0):
 @pytest.fixture(scope="module")
 def zdep_emu():
     torch.manual_seed(0)
-    return Emulator(ZdepModel(StyledVNet(2, width=4)))
+    return Emulator(ZdepConvention(StyledVNet(2, width=4)))
 
 
 def test_periodic_read_matches_modular_indexing():
@@ -122,7 +123,7 @@ def test_output_can_stream_to_memmaps(zdep_emu, tmp_path):
 
 def test_emu_model_pair_runs_at_z0():
     torch.manual_seed(9)
-    emu = Emulator(EmuModel(StyledVNet(1, width=4), StyledVNet(1, width=4)))
+    emu = Emulator(EmuConvention(StyledVNet(1, width=4), StyledVNet(1, width=4)))
     p = emu.predict(_box(8), 0.3, 0.0, tile_size=8)
     assert p.displacement.shape == p.velocity.shape == (3, 8, 8, 8)
     assert np.isfinite(p.velocity).all()
@@ -133,8 +134,8 @@ def test_float64_path():
 
     torch.manual_seed(10)
     net = StyledVNet(2, width=4)
-    e32 = Emulator(ZdepModel(copy.deepcopy(net)), dtype="float32")
-    e64 = Emulator(ZdepModel(net), dtype="float64")
+    e32 = Emulator(ZdepConvention(copy.deepcopy(net)), dtype="float32")
+    e64 = Emulator(ZdepConvention(net), dtype="float64")
     box = _box(8, seed=11)
     a = e64.predict(box, 0.3, 0.5, tile_size=8)
     b = e32.predict(box, 0.3, 0.5, tile_size=8)

@@ -8,12 +8,11 @@ import sys
 
 import pytest
 import torch
+from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 from emu_backend.errors import InputError
 from emu_backend.training.checkpoint import load_latest_checkpoint
 from emu_backend.training.distributed import setup_distributed
-
-from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 TIMEOUT = 600
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 from emu_backend.errors import CheckpointError
 from emu_backend.training.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
-
-from _training_helpers import write_tiny_samples  # tests/_training_helpers.py
 
 TIMEOUT = 600
 

@@ -7,18 +7,17 @@ import csv
 import numpy as np
 import pytest
 import torch
+from _training_helpers import TINY, write_tiny_samples  # tests/_training_helpers.py
 
-from emu_backend.cosmology.growth import velocity_norm
 from emu_backend.errors import InputError
 from emu_backend.inference.tiling import periodic_read
+from emu_backend.io.training_sample import read_training_sample
+from emu_backend.nn.normalisation import velocity_norm
 from emu_backend.training.config import TrainConfig, lr_factor
 from emu_backend.training.dataset import CropSampler, find_sample_files, split_files
 from emu_backend.training.distributed import DistInfo
 from emu_backend.training.loss import painting_scale, zdep_loss
-from emu_backend.training.sample import read_training_sample
 from emu_backend.training.trainer import build_model, evaluate, predict_crop, train
-
-from _training_helpers import TINY, write_tiny_samples  # tests/_training_helpers.py
 
 
 @pytest.fixture(scope="module")

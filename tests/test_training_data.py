@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower
+from emu_backend.datatypes import Snapshot
 from emu_backend.errors import DomainError, InputError
-from emu_backend.ics import white_noise
+from emu_backend.ics import InitialConditions, white_noise
 from emu_backend.ics.linear import za_displacement
-from emu_backend.simulator import InitialConditions, Snapshot, simulate
+from emu_backend.io.training_sample import read_training_sample, write_training_sample
+from emu_backend.simulator import simulate
 from emu_backend.training.design import DEFAULT_RANGES, QUIJOTE_LH_RANGES, Design, latin_hypercube
 from emu_backend.training.make_set import (
     DEFAULT_JAXPM_OPTIONS,
@@ -31,7 +33,6 @@ from emu_backend.training.make_set import (
     read_manifest,
     sample_path,
 )
-from emu_backend.training.sample import read_training_sample, write_training_sample
 from emu_backend.training.user_data import sample_from_quijote, sample_from_snapshots
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

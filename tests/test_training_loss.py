@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emu_backend.errors import InputError
-from emu_backend.mesh import lag2eul_scale
+from emu_backend.nn import lag2eul_scale
 from emu_backend.training.loss import LOG_EPS, LOSS_WEIGHTS, paint_pair, painting_scale, zdep_loss
 
 TRAINED_CELL = 1000.0 / 512

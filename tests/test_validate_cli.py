@@ -140,11 +140,13 @@ def test_bad_input_exits_2_naming_the_problem(fx, tmp_path, capsys):
 
 def test_compare_and_report_library(tmp_path):
     """compare() of a snapshot with itself is exact (analytic: ratio 1, r 1, zero error); report thresholds."""
-    from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-    from emu_backend.errors import InputError
-    from emu_backend.simulator import InitialConditions, simulate
     from emu_backend.validation.compare import compare
     from emu_backend.validation.report import Thresholds, write_report
+
+    from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+    from emu_backend.errors import InputError
+    from emu_backend.ics import InitialConditions
+    from emu_backend.simulator import simulate
 
     ics = InitialConditions.from_noise(16, None, QUIJOTE_FIDUCIAL, seed=2)
     truth, za = (simulate(ics, QUIJOTE_FIDUCIAL, z=0.0, backend=b)[0] for b in ("2lpt", "za"))

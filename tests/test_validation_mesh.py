@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from emu_backend.errors import InputError
 from emu_backend.validation import (
     cross_correlation,
     default_k_edges,
@@ -16,6 +14,8 @@ from emu_backend.validation import (
     vector_cross_correlation,
     vector_power,
 )
+
+from emu_backend.errors import InputError
 
 
 def _lattice(n, box, offset=0.0):

@@ -50,18 +50,10 @@ from .rsd import Multipoles, field_multipoles, multipoles, redshift_space_positi
 
 __all__ += ["Multipoles", "multipoles", "field_multipoles", "redshift_space_positions"]
 
-from .halos import (
-    HaloBias,
-    HaloCatalog,
-    MassFunction,
-    find_halos,
-    find_halos_in_snapshot,
-    halo_bias,
-    mass_function,
-)
+from .halo_stats import HaloBias, MassFunction, halo_bias, mass_function
+from .halos import find_halos, find_halos_in_snapshot
 
 __all__ += [
-    "HaloCatalog",
     "MassFunction",
     "HaloBias",
     "find_halos",

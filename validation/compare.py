@@ -23,16 +23,18 @@ Every summary scalar is taken over the bins with ``k <= k_max`` (the bispectrum:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import numbers
 
 import numpy as np
 
-from ..checks import check_matching_snapshots
+from ..datatypes.snapshot import Snapshot, check_matching_snapshots
 from ..errors import InputError
-from ..simulator.snapshot import Snapshot
 from .bispectrum import bispectrum, equilateral_triangles, squeezed_triangles
+from .halo_stats import mass_function
+from .halos import find_halos_in_snapshot
 from .mesh import density_mesh, momentum_mesh, transfer_function
 from .power import cross_correlation, default_k_edges, power_spectrum, vector_cross_correlation, vector_power
 from .rsd import multipoles
@@ -132,7 +134,6 @@ def _pair_stats(field_c, field_t, box, edges, vector):
 def _halo_stats(snapshot, catalog, halos, min_particles):
     if catalog is not None or not halos:
         return catalog
-    from .halos import find_halos_in_snapshot
 
     return find_halos_in_snapshot(snapshot, b=0.2, min_particles=min_particles)
 
@@ -177,7 +178,7 @@ def compare(truth: Snapshot, candidates: dict, *, n_mesh: int | None = None, k_m
     Examples
     --------
     >>> from emu_backend.cosmology import QUIJOTE_FIDUCIAL
-    >>> from emu_backend.simulator import InitialConditions, simulate
+    >>> from emu_backend import InitialConditions, simulate
     >>> ics = InitialConditions.from_noise(16, None, QUIJOTE_FIDUCIAL, seed=1)
     >>> truth, za = (simulate(ics, QUIJOTE_FIDUCIAL, z=0.0, backend=b)[0] for b in ("2lpt", "za"))
     >>> res = compare(truth, {"za": za}, halos=False)
@@ -187,7 +188,6 @@ def compare(truth: Snapshot, candidates: dict, *, n_mesh: int | None = None, k_m
     n_mesh, k_max, k_nyq = _check(truth, candidates, n_mesh, k_max)
     box = truth.box_size
     if halos is None:  # FoF on the candidates needs halotools
-        import importlib.util
 
         halos = importlib.util.find_spec("halotools") is not None
         if not halos:
@@ -222,7 +222,6 @@ def compare(truth: Snapshot, candidates: dict, *, n_mesh: int | None = None, k_m
     cat_t = _halo_stats(truth, truth_halos, halos, min_particles)
     mf_t = None
     if cat_t is not None:
-        from .halos import mass_function
 
         if mass_edges is None and len(cat_t.mass):
             lo = min_particles * cat_t.particle_mass
@@ -273,7 +272,6 @@ def compare(truth: Snapshot, candidates: dict, *, n_mesh: int | None = None, k_m
         }
         mf_dev = None
         if mf_t is not None:
-            from .halos import mass_function
 
             cat_c = _halo_stats(snap, None, True, min_particles)
             mf_c = mass_function(cat_c, mass_edges=mf_t.mass_edges)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import check_positive
+from ..datatypes.halos import HaloCatalog
 from ..errors import InputError
-from .halos import HaloCatalog
 from .mesh import _check_box, _check_n_mesh, _check_window, density_mesh
 from .power import _check_edges, power_spectrum
 

@@ -22,112 +22,26 @@ from __future__ import annotations
 import logging
 import numbers
 import time
-from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..checks import check_positive
+from ..datatypes.halos import HaloCatalog
+from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, require
 from .mesh import _as_points, _check_box
 
-__all__ = [
-    "HaloCatalog",
-    "MassFunction",
-    "HaloBias",
-    "find_halos",
-    "find_halos_in_snapshot",
-    "mass_function",
-    "halo_bias",
-    "default_mass_edges",
-]
+__all__ = ["find_halos", "find_halos_in_snapshot"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class HaloCatalog:
-    """Friends-of-friends halos, sorted by mass (descending; ties by first member index).
-
-    Attributes
-    ----------
-    mass : ndarray, shape (N_h,)
-        Halo mass ``n_particles * particle_mass`` [Msun/h].
-    position : ndarray, shape (N_h, 3)
-        Periodic centre of mass [Mpc/h], in ``[0, box_size)``.
-    velocity : ndarray, shape (N_h, 3)
-        Mean peculiar velocity of the members [km/s].
-    n_particles : ndarray, shape (N_h,), int64
-        Member count.
-    box_size : float
-        Box side [Mpc/h].
-    particle_mass : float
-        Mass of one particle [Msun/h].
-    linking_length : float
-        ``b``, in units of the mean inter-particle separation.
-    min_particles : int
-        Smallest member count kept.
-    a : float or None
-        Scale factor of the snapshot, if known.
-    particle_halo : ndarray, shape (N_particles,), int64, or None
-        Index into this catalog of the halo of each input particle, -1 for particles in no halo.
-    """
-
-    mass: np.ndarray
-    position: np.ndarray
-    velocity: np.ndarray
-    n_particles: np.ndarray
-    box_size: float
-    particle_mass: float
-    linking_length: float
-    min_particles: int = 20
-    a: float | None = None
-    particle_halo: np.ndarray | None = None
-
-    def __post_init__(self):
-        def put(key, value):
-            object.__setattr__(self, key, value)
-
-        put("box_size", check_positive(self.box_size, "HaloCatalog.box_size [Mpc/h]"))
-        put("particle_mass", check_positive(self.particle_mass, "HaloCatalog.particle_mass [Msun/h]"))
-        if self.a is not None:
-            put("a", check_positive(self.a, "HaloCatalog.a"))
-        try:
-            mass = np.asarray(self.mass, dtype=np.float64).reshape(-1)
-            n_h = mass.size
-            put("mass", mass)
-            put("position", np.asarray(self.position, dtype=np.float64).reshape(n_h, 3))
-            put("velocity", np.asarray(self.velocity, dtype=np.float64).reshape(n_h, 3))
-            put("n_particles", np.asarray(self.n_particles, dtype=np.int64).reshape(n_h))
-        except (TypeError, ValueError) as exc:
-            raise InputError(
-                "HaloCatalog arrays must be mass (N,), position (N, 3) [Mpc/h], velocity (N, 3) [km/s] and "
-                f"n_particles (N,) for one N: {exc}"
-            ) from exc
-        if not (np.all(np.isfinite(self.mass)) and np.all(np.isfinite(self.position))):
-            raise InputError("HaloCatalog.mass and .position must be finite")
-
-    @property
-    def z(self) -> float | None:
-        """Redshift ``1/a - 1``, or None when ``a`` is unknown."""
-        return None if self.a is None else 1.0 / self.a - 1.0
-
-    @property
-    def n_halos(self) -> int:
-        """Number of halos."""
-        return int(self.mass.size)
-
-    @property
-    def number_density(self) -> float:
-        """Halos per volume [(h/Mpc)^3]."""
-        return self.n_halos / self.box_size**3
 
 
 def _fof_labels(pos: np.ndarray, box: float, b: float) -> tuple[np.ndarray, float]:
     """Spherical FoF component label per particle and the linking length [Mpc/h]."""
     require("halotools", "halotools")
     from halotools.mock_observables import FoFGroups
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     n = pos.shape[0]
     link = b * box / n ** (1.0 / 3.0)
@@ -258,7 +172,7 @@ def find_halos(
 
 
 def find_halos_in_snapshot(snapshot, b: float = 0.2, min_particles: int = 20) -> HaloCatalog:
-    """FoF halos of a :class:`~emu_backend.simulator.snapshot.Snapshot` (its particle mass, box and ``a``).
+    """FoF halos of a :class:`~emu_backend.datatypes.Snapshot` (its particle mass, box and ``a``).
 
     Parameters
     ----------
@@ -271,8 +185,6 @@ def find_halos_in_snapshot(snapshot, b: float = 0.2, min_particles: int = 20) ->
     -------
     HaloCatalog
     """
-    from ..simulator.snapshot import Snapshot
-
     if not isinstance(snapshot, Snapshot):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
     return find_halos(
@@ -284,7 +196,3 @@ def find_halos_in_snapshot(snapshot, b: float = 0.2, min_particles: int = 20) ->
         min_particles=min_particles,
         a=snapshot.a,
     )
-
-
-# mass function and bias live in .halo_stats; re-exported here (imported last: halo_stats uses HaloCatalog)
-from .halo_stats import HaloBias, MassFunction, default_mass_edges, halo_bias, mass_function  # noqa: E402

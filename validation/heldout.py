@@ -13,12 +13,20 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from .._version import __version__
+from ..datatypes.snapshot import Snapshot
 from ..errors import InputError
-from ..io.atomic import atomic_path
+from ..ics import InitialConditions
+from ..io.atomic import atomic_path, check_overwrite
+from ..io.training_sample import read_training_sample
+from ..simulator import EmulatorBackend, simulate
+from .compare import compare
+from .report import Thresholds, write_report
 
 __all__ = ["evaluate_heldout", "SUMMARY_COLUMNS"]
 
@@ -30,7 +38,6 @@ SUMMARY_COLUMNS = ("max_abs_pk_ratio_minus_1", "min_r", "rms_displacement_error_
 
 
 def _truth_snapshot(sample, i_z: int):
-    from ..simulator.snapshot import Snapshot
 
     z = float(sample.z[i_z])
     return Snapshot.from_displacement(sample.displacement[i_z], sample.velocity[i_z], 1.0 / (1.0 + z),
@@ -46,7 +53,7 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
     emulator : Emulator
         The model under test.
     sample_files : sequence of path
-        Training-sample files (:mod:`emu_backend.training.sample`) NOT used in training.
+        Training-sample files (:mod:`emu_backend.io.training_sample`) NOT used in training.
     z : sequence of float
         Redshifts to test; each must be one of every file's output redshifts.
     out_dir : path
@@ -74,14 +81,7 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
         No files or redshifts, a redshift missing from a file, or existing outputs without
         ``overwrite`` (checked before anything is computed).
     """
-    from dataclasses import asdict
 
-    from .. import __version__
-    from ..io.atomic import check_overwrite
-    from ..simulator import EmulatorBackend, InitialConditions, simulate
-    from ..training.sample import read_training_sample
-    from .compare import compare
-    from .report import Thresholds, write_report
 
     files = [Path(f) for f in sample_files]
     if not files:

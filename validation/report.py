@@ -26,7 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
+from .._version import __version__
+from ..datatypes.meta import meta_to_json
 from ..errors import InputError
 from ..io.atomic import atomic_path, check_overwrite
 
@@ -148,7 +152,6 @@ def _markdown(result: dict, checks: list, thresholds: Thresholds) -> str:
             f"{n} {result['candidates'][n].get('n_halos')}" for n in names) + "."]
     lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in _plots(result)) + ".", "",
               f"Thresholds: {json.dumps(asdict(thresholds))}. Every statistic is in report.json.", ""]
-    from .. import __version__
 
     lines += [f"Provenance: emu_backend {__version__}; seed {meta.get('seed')}; weights checksum "
               f"{meta.get('checksum')}; cosmology {json.dumps(meta.get('cosmology'), sort_keys=True)}; "
@@ -170,7 +173,6 @@ def _arr(values) -> np.ndarray:
 
 
 def _figure(result: dict, plot: str):
-    from matplotlib.figure import Figure
 
     meta = result["meta"]
     fig = Figure(figsize=(6.5, 4.8))  # fixed margins: a layout engine costs seconds per figure
@@ -184,7 +186,6 @@ def _figure(result: dict, plot: str):
             key = {"power_ratio.png": "power_ratio", "cross_correlation.png": "r", "transfer.png": "transfer"}[plot]
             ok = k <= meta["k_nyquist_h_mpc"] * (1 + 1e-9)  # corner modes beyond Nyquist are aliased
             ax.semilogx(k[ok], _arr(cand[key])[ok], marker=".", **style)
-            from matplotlib.ticker import NullFormatter
 
             ax.xaxis.set_minor_formatter(NullFormatter())
             kk = k[ok & np.isfinite(k)]
@@ -250,8 +251,6 @@ def write_report(result: dict, out_dir, *, thresholds: Thresholds, overwrite: bo
     targets = [out / "report.json", out / "report.md"] + [out / p for p in _plots(result)]
     for path in targets:  # refuse before writing anything
         check_overwrite(path, overwrite)
-    from .. import __version__
-    from ..simulator.snapshot import meta_to_json
 
     out.mkdir(parents=True, exist_ok=True)
     passed = all(c["passed"] for c in checks)

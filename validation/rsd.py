@@ -28,7 +28,7 @@ from scipy.special import eval_legendre
 from ..cosmology.growth import hubble
 from ..errors import InputError
 from .mesh import _as_points, _check_box, _check_n_mesh, density_mesh
-from .power import _bin_modes, _check_edges, _mode_grid
+from .power import _bin_modes, _check_edges, _check_inputs, _mode_grid
 
 __all__ = ["Multipoles", "redshift_space_positions", "multipoles"]
 
@@ -163,7 +163,6 @@ def field_multipoles(delta, box_size: float, los: int = 2, ells=(0, 2, 4), k_edg
     -------
     Multipoles
     """
-    from .power import _check_inputs
 
     arr, box = _check_inputs(delta, box_size, "delta")
     axis = _check_los(los)

@@ -9,7 +9,7 @@ Content (a ``torch.save`` zip holding plain containers and tensors only, so it l
                    "emu"  (style (Om-0.3)*5, z = 0, separate velocity network)
     arch           StyledVNet arguments {style_size, in_chan, out_chan, width}
     style          human-readable style convention
-    normalisation  {dis_std_mpc_h: 6.0, vel_ref_omega_m: 0.31}
+    normalisation  emu_backend.nn.NORMALISATION, checked on load
     domain         {omega_m: [lo, hi], z: [lo, hi], cell_size_mpc_h}
     provenance     free dict (training data, steps, git revision, ...)
     versions       {emu_backend, torch, numpy}
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
-from ..nn import StyledVNet, VNetArch
+from ..nn import NORMALISATION, StyledVNet, VNetArch
 from .published import check_state_dict, read_torch_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "save_model_file", "load_model_file", "is_model_file"]
@@ -145,7 +145,7 @@ def save_model_file(
         "kind": kind,
         "arch": archs["displacement"],
         "style": STYLE_CONVENTIONS[kind],
-        "normalisation": {"dis_std_mpc_h": 6.0, "vel_ref_omega_m": 0.31},
+        "normalisation": dict(NORMALISATION),
         "domain": {"omega_m": [float(x) for x in domain["omega_m"]], "z": [float(x) for x in domain["z"]],
                    "cell_size_mpc_h": float(domain["cell_size_mpc_h"])},
         "provenance": json.loads(json.dumps(dict(provenance or {}), default=str)),
@@ -188,6 +188,9 @@ def load_model_file(path, obj=None) -> ModelFile:
     actual = _checksum(obj, nets_sd)
     if actual != obj["checksum"]:
         raise CheckpointError(f"{source!r}: checksum mismatch (stored {obj['checksum'][:16]}..., computed {actual[:16]}...): the file is corrupt or was modified")
+    if dict(obj["normalisation"]) != NORMALISATION:
+        raise CheckpointError(f"{source!r}: normalisation {obj['normalisation']!r} differs from the published "
+                              f"models' {NORMALISATION!r}, the only one this emu_backend runs")
     try:
         arch = VNetArch(**obj["arch"])
     except TypeError as exc:

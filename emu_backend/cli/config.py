@@ -26,6 +26,7 @@ from typing import Any
 
 from ..cosmology.params import PRESETS, QUIJOTE_FIDUCIAL, Cosmology
 from ..errors import FileFormatError, InputError
+from ..simulator.backends import available_backends
 
 __all__ = ["RunConfig", "load_toml", "config_from_mapping", "FORMATS", "BASELINES", "LENGTH_UNITS"]
 
@@ -180,7 +181,6 @@ class RunConfig:
     paired: bool = False
 
     def __post_init__(self):
-        from ..simulator.backends import available_backends
 
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         put("cosmology", _cosmology(self.cosmology))

@@ -131,16 +131,19 @@ SUBCOMMANDS["validate"] = ("compare the emulator and 2LPT with a reference N-bod
                            "and write a report; exit 1 when a threshold is missed",
                            add_validate_arguments, handle_validate)
 from .make_training_set import SUBCOMMAND as _MAKE_TRAINING_SET  # noqa: E402  (light: argparse only)
+
 SUBCOMMANDS["make-training-set"] = _MAKE_TRAINING_SET
 from .predict import SUBCOMMAND as _PREDICT  # noqa: E402  (light: argparse only)
+
 SUBCOMMANDS["predict"] = _PREDICT
 from .train import SUBCOMMAND as _TRAIN  # noqa: E402  (light: argparse only)
+
 SUBCOMMANDS["train"] = _TRAIN
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="emu-backend",

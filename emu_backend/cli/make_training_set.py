@@ -19,6 +19,10 @@ import json
 import logging
 import sys
 
+from ..errors import InputError
+from ..training.design import latin_hypercube
+from ..training.make_set import make_training_set
+
 __all__ = ["add_arguments", "handle", "SUBCOMMAND", "DEFAULT_Z", "DEFAULT_GRID"]
 
 logger = logging.getLogger(__name__)
@@ -88,9 +92,6 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the subcommand; package errors propagate to ``main`` (exit 2)."""
-    from ..errors import InputError
-    from ..training.design import latin_hypercube
-    from ..training.make_set import make_training_set
 
     ranges = {}
     for name, lo, hi in args.ranges:

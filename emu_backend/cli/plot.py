@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
+from .._version import __version__
+from ..datatypes.meta import meta_to_json
+from ..datatypes.snapshot import Snapshot
 from ..io.atomic import atomic_path
-from ..simulator.snapshot import Snapshot, meta_to_json
 from ..validation.power import power_spectrum
 
 __all__ = ["matter_power", "plot_power", "png_metadata"]
@@ -22,15 +26,15 @@ __all__ = ["matter_power", "plot_power", "png_metadata"]
 logger = logging.getLogger(__name__)
 
 
-def matter_power(snapshot: Snapshot, mesh_n: int | None = None):
-    """Matter P(k) [(Mpc/h)^3] of a snapshot: CIC density on a ``mesh_n^3`` mesh (default: the grid).
+def matter_power(snapshot: Snapshot, n_mesh: int | None = None):
+    """Matter P(k) [(Mpc/h)^3] of a snapshot: CIC density on a ``n_mesh^3`` mesh (default: the grid).
 
     Returns
     -------
     PowerSpectrum
         See :func:`emu_backend.validation.power.power_spectrum` (no window deconvolution).
     """
-    delta = snapshot.density(mesh_n or snapshot.grid, window="cic")
+    delta = snapshot.density(n_mesh or snapshot.grid, window="cic")
     return power_spectrum(delta, snapshot.box_size)
 
 
@@ -62,7 +66,6 @@ def plot_power(path, snapshots: Sequence[Snapshot], baselines: Sequence[Snapshot
     Path
     """
     # a bare Figure renders through the Agg canvas: no pyplot state, no display, no global backend change
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 6.5), layout="constrained")
     ax, rax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
@@ -93,7 +96,6 @@ def plot_power(path, snapshots: Sequence[Snapshot], baselines: Sequence[Snapshot
         ax.text(0.5, 0.5, "UNTRAINED WEIGHTS\nNOT PHYSICAL", transform=ax.transAxes, ha="center", va="center",
                 fontsize=28, color="red", alpha=0.25, rotation=20)
     fig.suptitle(title, fontsize="medium", color="red" if untrained else "black")
-    from .. import __version__
 
     text = {"Software": f"emu_backend {__version__}",
             "Description": meta_to_json(metadata or {})}
@@ -106,7 +108,6 @@ def plot_power(path, snapshots: Sequence[Snapshot], baselines: Sequence[Snapshot
 
 def png_metadata(path) -> dict:
     """Read back the provenance JSON stored by :func:`plot_power` (for tests and users)."""
-    from PIL import Image
 
     with Image.open(path) as im:
         return json.loads(im.text.get("Description", "{}"))

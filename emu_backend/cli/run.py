@@ -15,11 +15,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
+import numpy
+import scipy
+import torch
+from tqdm.auto import tqdm
+
+from .._version import __version__
 from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
+from ..datatypes.meta import meta_to_json
+from ..ics import InitialConditions
 from ..io.atomic import atomic_path, check_overwrite
-from ..simulator import InitialConditions, get_backend, simulate
-from ..simulator.snapshot import meta_to_json
+from ..io.fields import write_fields
+from ..io.gadget import write_gadget_hdf5
+from ..simulator import get_backend, simulate
 from .config import RunConfig
+from .plot import plot_power
 
 __all__ = ["RunResult", "planned_files", "execute", "versions"]
 
@@ -78,12 +89,7 @@ def planned_files(config: RunConfig) -> list[Path]:
 
 def versions() -> dict:
     """Versions of the package and its main dependencies."""
-    import h5py
-    import numpy
-    import scipy
-    import torch
 
-    from .. import __version__
 
     return {"emu_backend": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
             "scipy": scipy.__version__, "torch": torch.__version__, "h5py": h5py.__version__}
@@ -97,8 +103,6 @@ def _backend_options(config: RunConfig, progress: bool) -> dict:
 
 
 def _write_snapshot(config: RunConfig, snap, index: int) -> list[Path]:
-    from ..io.fields import write_fields
-    from ..io.gadget import write_gadget_hdf5
 
     out = Path(config.out)
     stem = _snapshot_stem(config, index)
@@ -131,7 +135,6 @@ def execute(config: RunConfig, *, progress: bool = False) -> RunResult:
     DomainError
         The emulator's training domain is left without ``allow_extrapolation``.
     """
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     for path in planned_files(config):  # refuse before computing anything
@@ -153,7 +156,6 @@ def execute(config: RunConfig, *, progress: bool = False) -> RunResult:
     for i, snap in enumerate(tqdm(snaps, desc="writing snapshots", unit="snap", disable=not show)):
         written.extend(_write_snapshot(config, snap, i))
     if config.plot:
-        from .plot import plot_power
 
         baselines = None
         if config.baseline != "none":

@@ -20,6 +20,11 @@ import argparse
 import logging
 import sys
 
+from ..errors import InputError
+from ..training.config import TrainConfig
+from ..training.dataset import find_sample_files, split_files
+from ..training.trainer import train
+
 __all__ = ["add_arguments", "handle", "SUBCOMMAND"]
 
 logger = logging.getLogger(__name__)
@@ -68,10 +73,6 @@ _CONFIG_KEYS = ("width", "crop", "batch", "steps", "lr", "weight_decay", "warmup
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``train``; package errors propagate to :func:`emu_backend.cli.main.main` (exit 2)."""
-    from ..errors import InputError
-    from ..training.config import TrainConfig
-    from ..training.dataset import find_sample_files, split_files
-    from ..training.trainer import train
 
     config = TrainConfig(**{k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k) is not None})
     files = find_sample_files(args.data)

@@ -86,8 +86,8 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _reference_quijote(args):
+    from ..ics import InitialConditions
     from ..io.quijote import QuijoteSimulation, linear_displacement_from_ics
-    from ..simulator import InitialConditions
 
     if args.root is None:
         raise InputError("--against quijote needs the Quijote folder ROOT")
@@ -111,7 +111,8 @@ def _reference_quijote(args):
 
 def _reference_pm(args):
     from ..cosmology.params import Cosmology
-    from ..simulator import InitialConditions, simulate
+    from ..ics import InitialConditions
+    from ..simulator import simulate
 
     cosmo = Cosmology.preset(args.cosmology)
     if args.omega_m is not None:

@@ -16,23 +16,18 @@ __all__ = [
     "growth_factor",
     "growth_rate",
     "hubble",
-    "DIS_STD_MPC_H",
-    "displacement_norm",
-    "velocity_norm",
+    "scale_factor",
 ]
 
-#: Normalisation of displacements used by the published networks [Mpc/h per network unit].
-DIS_STD_MPC_H = 6.0
 
-
-def _check_omega_m(omega_m):
+def check_omega_m(omega_m):
     om = np.asarray(omega_m, dtype=np.float64)
     if np.any(~np.isfinite(om)) or np.any(om <= 0) or np.any(om > 1):
         raise InputError(f"omega_m must lie in (0, 1], got {omega_m!r}")
     return om
 
 
-def _scale_factor(z):
+def scale_factor(z):
     zz = np.asarray(z, dtype=np.float64)
     if np.any(~np.isfinite(zz)) or np.any(zz <= -1):
         raise InputError(f"redshift z must be finite and > -1, got {z!r}")
@@ -56,8 +51,8 @@ def growth_factor(z, omega_m):
     float or ndarray
         Dimensionless growth factor, broadcast shape of the inputs.
     """
-    om = _check_omega_m(omega_m)
-    a = _scale_factor(z)
+    om = check_omega_m(omega_m)
+    a = scale_factor(z)
     ratio = (1.0 - om) / om
     return a * hyp2f1(1.0, 1.0 / 3.0, 11.0 / 6.0, -ratio * a**3) / hyp2f1(
         1.0, 1.0 / 3.0, 11.0 / 6.0, -ratio
@@ -79,8 +74,8 @@ def growth_rate(z, omega_m):
     float or ndarray
         Dimensionless growth rate.
     """
-    om = _check_omega_m(omega_m)
-    a = _scale_factor(z)
+    om = check_omega_m(omega_m)
+    a = scale_factor(z)
     x = (1.0 - om) * a**3 / om
     return 1.0 - 6.0 / 11.0 * x * hyp2f1(2.0, 4.0 / 3.0, 17.0 / 6.0, -x) / hyp2f1(
         1.0, 1.0 / 3.0, 11.0 / 6.0, -x
@@ -100,23 +95,6 @@ def hubble(z, omega_m):
     float or ndarray
         Hubble rate [h km/s/Mpc].
     """
-    om = _check_omega_m(omega_m)
-    a = _scale_factor(z)
+    om = check_omega_m(omega_m)
+    a = scale_factor(z)
     return 100.0 * np.sqrt(om / a**3 + 1.0 - om)
-
-
-def displacement_norm(z, omega_m):
-    """Displacement normalisation ``6 D(z)`` [Mpc/h] of the published data pipeline."""
-    return DIS_STD_MPC_H * growth_factor(z, omega_m)
-
-
-def velocity_norm(z, omega_m):
-    """Velocity normalisation ``6 D H f / (1 + z)`` [km/s].
-
-    Converts a derivative of the normalised displacement with respect to ``D`` into a peculiar
-    velocity: ``v = a dx/dt = dx/dD * D H f a``.
-    """
-    a = _scale_factor(z)
-    return DIS_STD_MPC_H * growth_factor(z, omega_m) * hubble(z, omega_m) * growth_rate(
-        z, omega_m
-    ) * a

@@ -3,16 +3,17 @@
 * :mod:`~emu_backend.ics.noise`: reproducible (fixed / paired) Gaussian white noise.
 * :mod:`~emu_backend.ics.linear`: linear density and Zel'dovich displacement at z = 0 from noise and
   a linear P(k), in the published generator's convention or a clean Fourier convention.
+* :mod:`~emu_backend.ics.conditions`: :class:`InitialConditions`, the linear field of a run with its
+  provenance, the input of every simulator backend.
 * :mod:`~emu_backend.ics.lpt`: 2LPT displacement; ZA / 2LPT positions and velocities at redshift z.
 """
 
+from .conditions import InitialConditions, linear_field
 from .linear import (
-    LinearField,
     default_box_size,
     displacement_from_density,
     divergence,
     linear_density,
-    linear_field,
     za_displacement,
 )
 from .lpt import (
@@ -30,7 +31,7 @@ __all__ = [
     "white_noise",
     "fix_amplitude",
     "zero_central_planes",
-    "LinearField",
+    "InitialConditions",
     "linear_field",
     "linear_density",
     "za_displacement",

@@ -29,7 +29,6 @@ The default box is the training resolution of the published emulators, ``L = 100
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -39,13 +38,13 @@ from ..errors import ComputationError, InputError
 from ._grid import check_box_size, check_displacement, check_field, nyquist_mask, wavevectors
 
 __all__ = [
-    "LinearField",
-    "linear_field",
     "linear_density",
     "za_displacement",
     "displacement_from_density",
     "divergence",
     "default_box_size",
+    "linear_arrays",
+    "check_float_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def default_box_size(n: int) -> float:
     return 1000.0 * n / 512.0
 
 
-def _check_dtype(dtype) -> np.dtype:
+def check_float_dtype(dtype) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -134,114 +133,31 @@ def _displacement_from_spectrum(delta_k, kvec, k2, n, dtype) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class LinearField:
-    """A linear density field and its Zel'dovich displacement at z = 0 on a periodic grid.
-
-    Parameters
-    ----------
-    density : ndarray, shape (n, n, n)
-        Linear density contrast delta(x) at z = 0, dimensionless.
-    displacement : ndarray, shape (3, n, n, n)
-        ZA displacement Psi [Mpc/h] at z = 0, ``div Psi = -delta``; channel c is along array axis c + 1.
-    box_size : float
-        Box side [Mpc/h].
-    """
-
-    density: np.ndarray
-    displacement: np.ndarray
-    box_size: float
-
-    def __post_init__(self):
-        delta = check_field(self.density, "density")
-        psi = check_displacement(self.displacement, "displacement")
-        if psi.shape[1:] != delta.shape:
-            raise InputError(f"displacement shape {psi.shape} does not match density shape {delta.shape}")
-        object.__setattr__(self, "box_size", check_box_size(self.box_size))
-
-    @property
-    def n(self) -> int:
-        """Cells (particles) per side."""
-        return self.density.shape[0]
-
-    @property
-    def cell_size(self) -> float:
-        """Grid spacing [Mpc/h]."""
-        return self.box_size / self.n
-
-    @classmethod
-    def from_density(cls, density, box_size: float, *, dtype=np.float32) -> "LinearField":
-        """Wrap a user density (n, n, n); the displacement is :func:`displacement_from_density`.
-
-        The density is passed through unchanged (cast to ``dtype``); its k = 0 and Nyquist modes do
-        not enter the displacement.
-        """
-        dt = _check_dtype(dtype)
-        delta = check_field(density, "density")
-        psi = displacement_from_density(delta, box_size, dtype=dt)
-        return cls(delta.astype(dt), psi, box_size)
-
-    @classmethod
-    def from_displacement(cls, displacement, box_size: float, *, dtype=np.float32) -> "LinearField":
-        """Wrap a user ZA displacement (3, n, n, n) [Mpc/h]; the density is ``-divergence(Psi)``.
-
-        The displacement is passed through unchanged (cast to ``dtype``).
-        """
-        dt = _check_dtype(dtype)
-        psi = check_displacement(displacement, "displacement")
-        delta = -divergence(psi, box_size)
-        return cls(delta.astype(dt), psi.astype(dt), box_size)
-
-
-def linear_field(
+def linear_arrays(
     noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
-) -> LinearField:
-    """Linear density and ZA displacement at z = 0 from white noise and P(k).
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Linear density (n, n, n), ZA displacement (3, n, n, n) [Mpc/h] and box side [Mpc/h] at z = 0.
 
-    Parameters
-    ----------
-    noise : ndarray, shape (n, n, n)
-        Real white noise of unit variance (e.g. :func:`emu_backend.ics.white_noise`).
-    power : LinearPower
-        Callable linear P(k) at z = 0 [(Mpc/h)^3] of k [h/Mpc]; must cover the grid wavenumbers
-        ``2 pi / L`` ... ``sqrt(3) n pi / L``.
-    box_size : float or None
-        Box side [Mpc/h]; default ``1000 n / 512`` (:func:`default_box_size`).
-    convention : {"fourier", "reference"}
-        Mode convention, see the module documentation.
-    dtype : float32 or float64
-        Output dtype (computation is float64 except the reference's float32 wavenumbers).
-
-    Returns
-    -------
-    LinearField
-        ``density`` (n, n, n) and ``displacement`` (3, n, n, n) [Mpc/h].
-
-    Examples
-    --------
-    >>> from emu_backend.cosmology import EisensteinHuPower, QUIJOTE_FIDUCIAL
-    >>> from emu_backend.ics import white_noise
-    >>> f = linear_field(white_noise(16, seed=0), EisensteinHuPower(QUIJOTE_FIDUCIAL))
-    >>> f.displacement.shape, f.box_size
-    ((3, 16, 16, 16), 31.25)
+    Arguments as :func:`emu_backend.ics.linear_field`, which wraps the result in
+    :class:`~emu_backend.ics.InitialConditions`.
     """
-    dt = _check_dtype(dtype)
+    dt = check_float_dtype(dtype)
     delta_k, kvec, k2, box = _spectra(noise, power, box_size, convention)
     n = delta_k.shape[0]
     delta = scipy.fft.irfftn(delta_k, s=(n, n, n)).astype(dt)
     psi = _displacement_from_spectrum(delta_k, kvec, k2, n, dt)
     logger.debug("linear field n=%d L=%g convention=%s: std(delta)=%.4g", n, box, convention, float(delta.std()))
-    return LinearField(delta, psi, box)
+    return delta, psi, box
 
 
 def za_displacement(
     noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
 ) -> np.ndarray:
-    """ZA displacement Psi [Mpc/h] at z = 0, shape (3, n, n, n); arguments as :func:`linear_field`.
+    """ZA displacement Psi [Mpc/h] at z = 0, shape (3, n, n, n); arguments as :func:`linear_arrays`.
 
     With ``convention="reference"`` and float32 this is the published ``pk_to_dis(k, P, noise)``.
     """
-    dt = _check_dtype(dtype)
+    dt = check_float_dtype(dtype)
     delta_k, kvec, k2, _ = _spectra(noise, power, box_size, convention)
     return _displacement_from_spectrum(delta_k, kvec, k2, delta_k.shape[0], dt)
 
@@ -249,8 +165,8 @@ def za_displacement(
 def linear_density(
     noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
 ) -> np.ndarray:
-    """Linear density contrast delta(x) at z = 0, shape (n, n, n); arguments as :func:`linear_field`."""
-    dt = _check_dtype(dtype)
+    """Linear density contrast delta(x) at z = 0, shape (n, n, n); arguments as :func:`linear_arrays`."""
+    dt = check_float_dtype(dtype)
     delta_k, _, _, _ = _spectra(noise, power, box_size, convention)
     n = delta_k.shape[0]
     return scipy.fft.irfftn(delta_k, s=(n, n, n)).astype(dt)
@@ -273,7 +189,7 @@ def displacement_from_density(density, box_size: float, *, dtype=np.float64) -> 
     ndarray, shape (3, n, n, n)
         Psi with ``div Psi = -delta`` on every mode except k = 0 and the Nyquist planes (set to 0).
     """
-    dt = _check_dtype(dtype)
+    dt = check_float_dtype(dtype)
     delta = check_field(density, "density")
     box = check_box_size(box_size)
     n = delta.shape[0]

@@ -15,7 +15,7 @@ import torch
 
 from ..nn import StyledVNet
 from .emulator import Emulator
-from .models import ZdepModel
+from .models import ZdepConvention
 
 __all__ = ["DEFAULT_WEIGHTS_NAME", "default_weights_path", "default_emulator", "UNTRAINED_WARNING",
            "SHIPPED_WEIGHTS_NOTE"]
@@ -63,7 +63,7 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = StyledVNet(style_size=2)
-    emu = Emulator(ZdepModel(net), device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
+    emu = Emulator(ZdepConvention(net), device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
                    source="untrained-random-seed0", precision=precision, compile_mode=compile_mode)
     emu.untrained = True
     return emu

@@ -36,13 +36,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import numpy as np
+import torch
+import torch.distributed as dist
 
+from ..cosmology.params import Cosmology
 from ..errors import ComputationError, DomainError, FileFormatError, InputError
 from ..io.atomic import atomic_path, check_overwrite
+from ..io.fields import FieldData
 from ..io.jsonfile import read_json
 from .rank_rows import rank_view
 from .streaming import _redshifts, output_paths, prepare_stream, run_stream
+from .tiling import TilePlan
 
 __all__ = ["predict_distributed", "part_path", "index_path", "check_parts", "read_parts", "assemble_parts",
            "rank_and_world", "INDEX_FORMAT"]
@@ -69,7 +75,6 @@ def index_path(final: Path) -> Path:
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size: from the initialised process group, else from the
     ``RANK`` / ``WORLD_SIZE`` environment variables (torchrun's), else ``(0, 1)``."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -91,8 +96,6 @@ class _Group:
         self.created = False
 
     def __enter__(self):
-        import torch
-        import torch.distributed as dist
 
         self.rank, self.world = rank_and_world()
         if self.world > 1 and not dist.is_initialized():
@@ -109,14 +112,12 @@ class _Group:
         return self
 
     def __exit__(self, *exc):
-        import torch.distributed as dist
 
         if self.created and dist.is_initialized():
             dist.destroy_process_group()
 
     def agree(self, fn: Callable[[], object]):
         """Run ``fn`` on every rank; if it raised on any rank, raise on every rank (no rank left waiting)."""
-        import torch.distributed as dist
 
         error, result = None, None
         try:
@@ -215,7 +216,6 @@ def predict_distributed(emulator, input_path, output_path, omega_m: float, z, *,
 
 
 def _write_index(idx: Path, job, z: float, parts: list[Path], world: int) -> None:
-    from .tiling import TilePlan
 
     plan = TilePlan(job.shape[1:], job.tile_size)
     entries = []
@@ -263,7 +263,6 @@ def check_parts(index) -> dict:
     FileFormatError
         A missing, partial, unreadable or foreign part, or rows that do not cover ``[0, N0)`` once.
     """
-    import h5py
 
     idx_path = Path(index)
     index = _load_index(idx_path)
@@ -309,7 +308,6 @@ def assemble_parts(index, displacement_out, velocity_out=None) -> dict:
     dict
         The index.
     """
-    import h5py
 
     idx_path = Path(index)
     index = check_parts(idx_path)
@@ -345,8 +343,6 @@ def read_parts(index):
         Displacement (3, N0, N1, N2) [Mpc/h] and velocity [km/s] (or None), with the run's box size,
         scale factor, cosmology and provenance (for non-cubic boxes use :func:`assemble_parts`).
     """
-    from ..cosmology.params import Cosmology
-    from ..io.fields import FieldData
 
     idx_path = Path(index)
     index = _load_index(idx_path)

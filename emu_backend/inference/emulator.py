@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..checkpoints.jax_port import read_jax_npz
 from ..checkpoints.native import is_model_file, load_model_file, save_model_file
@@ -18,7 +19,7 @@ from ..errors import CheckpointError, InputError
 from ..nn import StyledVNet
 from .acceleration import check_run_options, precision_context
 from .domain import TrainingDomain
-from .models import EmulatorModel, EmuModel, ZdepModel
+from .models import EmuConvention, ModelConvention, ZdepConvention
 from .tiling import Tile, TilePlan, periodic_read
 
 __all__ = ["Emulator", "Prediction", "RunPlan", "MODEL_KINDS"]
@@ -107,8 +108,8 @@ class Emulator:
 
     Parameters
     ----------
-    model : EmulatorModel
-        :class:`ZdepModel` or :class:`EmuModel`.
+    model : ModelConvention
+        :class:`ZdepConvention` or :class:`EmuConvention`.
     device : str or torch.device
         ``"cpu"``, ``"cuda"``, ...
     dtype : {"float32", "float64"} or torch.dtype
@@ -134,13 +135,13 @@ class Emulator:
     Examples
     --------
     >>> from emu_backend.nn import StyledVNet
-    >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    >>> emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
     >>> pred = emu.predict(np.zeros((3, 8, 8, 8), np.float32), omega_m=0.3, z=0.5, tile_size=8)
     >>> pred.displacement.shape, pred.velocity.shape
     ((3, 8, 8, 8), (3, 8, 8, 8))
     """
 
-    def __init__(self, model: EmulatorModel, *, device="cpu", dtype="float32",
+    def __init__(self, model: ModelConvention, *, device="cpu", dtype="float32",
                  allow_extrapolation: bool = False, checksum: str = "", source: str = "",
                  memory_format: str = "auto", precision: str = "fp32", compile_mode: str | None = None):
         if memory_format not in (*MEMORY_FORMATS, "auto"):
@@ -201,28 +202,28 @@ class Emulator:
                   memory_format=memory_format, precision=precision, compile_mode=compile_mode)
         if model == "jax" or (model == "auto" and path.suffix == ".npz"):
             sd = read_jax_npz(path)
-            return cls(ZdepModel(cls._strict_net(sd, str(path), style_size=2)), **kw)
+            return cls(ZdepConvention(cls._strict_net(sd, str(path), style_size=2)), **kw)
         obj = read_torch_file(path, allow_pickle)
         if is_model_file(obj) or model == "native":
             mf = load_model_file(path, obj)
             domain = TrainingDomain.from_dict(mf.domain)
             if mf.kind == "zdep":
-                m = ZdepModel(mf.networks["displacement"], domain)
+                m = ZdepConvention(mf.networks["displacement"], domain)
             else:
-                m = EmuModel(mf.networks["displacement"], mf.networks.get("velocity"), domain)
+                m = EmuConvention(mf.networks["displacement"], mf.networks.get("velocity"), domain)
             return cls(m, checksum=mf.checksum, **kw)
         sd = extract_state_dict(obj, str(path))
         style_size = infer_arch(sd, str(path)).style_size
         kind = model if model != "auto" else {1: "emu", 2: "zdep"}.get(style_size)
         if kind == "zdep":
-            return cls(ZdepModel(cls._strict_net(sd, str(path), style_size=2)), **kw)
+            return cls(ZdepConvention(cls._strict_net(sd, str(path), style_size=2)), **kw)
         if kind == "emu":
             d2d = cls._strict_net(sd, str(path), style_size=1)
             v2v = None
             if velocity_checkpoint is not None:
                 vsd = extract_state_dict(read_torch_file(velocity_checkpoint, allow_pickle), str(velocity_checkpoint))
                 v2v = cls._strict_net(vsd, str(velocity_checkpoint), style_size=1)
-            return cls(EmuModel(d2d, v2v), **kw)
+            return cls(EmuConvention(d2d, v2v), **kw)
         raise CheckpointError(f"{str(path)!r}: style size {style_size} matches no published model (1: emu, 2: zdep)")
 
     @staticmethod
@@ -283,7 +284,6 @@ class Emulator:
                        batch_size=batch_size, box_size=box_size)
         out = self._check_out(rp, out)
         single = np.ndim(z) == 0
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=len(rp.tiles), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
         for batch in self._run_batches(linear_displacement, rp, out, 0, len(rp.tiles), 0):
@@ -350,7 +350,7 @@ class Emulator:
         Examples
         --------
         >>> from emu_backend.nn import StyledVNet
-        >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+        >>> emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
         >>> rp = emu.plan(np.zeros((3, 16, 16, 16), np.float32), 0.3, [0.0, 1.0], tile_size=8)
         >>> rp.zs, len(rp.tiles)
         ((0.0, 1.0), 8)
@@ -410,7 +410,7 @@ class Emulator:
     def _run_batches(self, linear_displacement, rp: RunPlan, out, start: int, stop: int, offset: int):
         for batch in rp.tiles.batches(rp.batch_size, start, stop):
             x = np.stack([periodic_read(linear_displacement, t.input_origin, t.input_size) for t in batch])
-            xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype) / 6.0
+            xt = torch.from_numpy(x).to(device=self.device, dtype=self.dtype)  # Mpc/h: the model normalises
             xt = xt.contiguous(memory_format=MEMORY_FORMATS[self.memory_format])
             for (dis_out, vel_out), zi in zip(out, rp.zs):
                 with precision_context(self.precision, self.device):

@@ -1,7 +1,9 @@
 """The physics around the network: styles, normalisations and velocities of the two published models.
 
-Both act on batches of tiles of the z = 0 linear displacement in network units (Mpc/h / 6) and return
-the nonlinear displacement [Mpc/h] and peculiar velocity [km/s] of the tile centres (input - 96 cells).
+Both act on batches of tiles of the z = 0 linear displacement [Mpc/h], bring them to the networks' units
+(:mod:`emu_backend.nn.normalisation`) and return the nonlinear displacement [Mpc/h] and peculiar velocity
+[km/s] of the tile centres (input - 96 cells). :func:`zdep_forward` is the map2map_zdep forward pass in
+network units, shared by inference and training.
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from ..cosmology.growth import DIS_STD_MPC_H, growth_factor, growth_rate, velocity_norm
+from ..cosmology.growth import growth_factor, growth_rate
 from ..errors import InputError
-from ..nn import Dual, StyledVNet, foldable_tangent
+from ..nn import Dual, StyledVNet
+from ..nn.normalisation import DIS_STD_MPC_H, V2V_REF_OMEGA_M, velocity_norm
+from ..nn.styled_conv import foldable_tangent
 from .acceleration import compiled
 from .domain import TrainingDomain
 
-__all__ = ["EmulatorModel", "ZdepModel", "EmuModel", "zdep_style", "emu_style"]
+__all__ = ["ModelConvention", "ZdepConvention", "EmuConvention", "zdep_style", "emu_style", "zdep_forward"]
 
 log = logging.getLogger(__name__)
-
-#: Omega_m of the fixed velocity normalisation of map2map_emu's v2v model.
-V2V_REF_OMEGA_M = 0.31
-
 
 def emu_style(omega_m: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """map2map_emu style ``(Om - 0.3) * 5`` computed in float32 as the reference does, shape (1,)."""
@@ -37,7 +37,42 @@ def zdep_style(omega_m: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
     return torch.stack([(omega_m - 0.3) * 5, dz - 1])
 
 
-class EmulatorModel(ABC):
+def zdep_forward(net, x: torch.Tensor, omega_m: torch.Tensor, dz: torch.Tensor, *, velocity: bool = True,
+                 method: str = "dual", runner=None):
+    """The map2map_zdep forward pass in network units (SPEC 3.2), for inference and training alike.
+
+    Parameters
+    ----------
+    net : StyledVNet (or a DDP wrapper of one)
+    x : Tensor, shape (B, 3, n, n, n)
+        z = 0 linear displacement in network units (Mpc/h / :data:`~emu_backend.nn.DIS_STD_MPC_H`).
+    omega_m, dz : Tensor
+        0-d Omega_m and growth factor D(z, Omega_m), in ``x``'s dtype and device.
+    velocity : bool
+        Also return the derivative of the output with respect to D.
+    method : {"dual", "jvp"}
+        ``"dual"``: folded-weight forward mode (one extra convolution per layer); ``"jvp"``:
+        ``torch.func.jvp`` through ``net`` (the reference formulation).
+    runner : callable, optional
+        What runs ``net`` (e.g. its ``torch.compile`` wrapper); default ``net`` itself. ``"jvp"`` always
+        runs ``net`` eagerly.
+
+    Returns
+    -------
+    (Tensor, Tensor or None), each (B, 3, n-96, n-96, n-96)
+        Output displacement and its D-derivative, both in network units (None without ``velocity``).
+    """
+    run = net if runner is None else runner
+    if not velocity:
+        return run(x * dz, zdep_style(omega_m, dz)), None
+    if method == "jvp":
+        return torch.func.jvp(lambda d: net(x * d, zdep_style(omega_m, d)), (dz,), (torch.ones_like(dz),))
+    # d/dD of (x D, [(Om-0.3)*5, D-1]) is (x, [0, 1])
+    tangent = torch.tensor([0.0, 1.0], dtype=dz.dtype, device=dz.device)
+    return run(Dual(x * dz, x), Dual(zdep_style(omega_m, dz), tangent))
+
+
+class ModelConvention(ABC):
     """A published model convention around one or two :class:`StyledVNet` networks."""
 
     kind: str
@@ -53,7 +88,7 @@ class EmulatorModel(ABC):
     def has_velocity(self) -> bool:
         """Whether velocities can be predicted."""
 
-    def compile(self, mode: str | None) -> "EmulatorModel":
+    def compile(self, mode: str | None) -> "ModelConvention":
         """Run the networks through ``torch.compile`` with ``mode`` from now on (None: eager again).
 
         See :func:`emu_backend.inference.acceleration.compiled`; the networks themselves are unchanged.
@@ -66,7 +101,7 @@ class EmulatorModel(ABC):
         runners = getattr(self, "_runners", None) or {}
         return runners.get(role, self.networks[role])
 
-    def to(self, device=None, dtype=None) -> "EmulatorModel":
+    def to(self, device=None, dtype=None) -> "ModelConvention":
         """Move every network (in place) and return self."""
         for net in self.networks.values():
             net.to(device=device, dtype=dtype).eval()
@@ -79,7 +114,7 @@ class EmulatorModel(ABC):
         Parameters
         ----------
         x : Tensor
-            (B, 3, n, n, n) z = 0 linear displacement / 6 (network units), on the model's device.
+            (B, 3, n, n, n) z = 0 linear displacement [Mpc/h], on the model's device.
         omega_m, z : float
         velocity : bool
 
@@ -90,7 +125,7 @@ class EmulatorModel(ABC):
         """
 
 
-class ZdepModel(EmulatorModel):
+class ZdepConvention(ModelConvention):
     """map2map_zdep: style ``[(Om-0.3)*5, D(z)-1]``, input scaled by ``D(z)`` inside the model,
     velocity = forward-mode derivative of the output with respect to D (SPEC 3.2)."""
 
@@ -116,32 +151,23 @@ class ZdepModel(EmulatorModel):
     def has_velocity(self) -> bool:
         return True
 
-    def displacement_fn(self, x: torch.Tensor, omega_m: torch.Tensor):
-        """``D -> network output`` (normalised units) at fixed input and Omega_m."""
-        return lambda dz: self.net(x * dz, zdep_style(omega_m, dz))
-
     def predict_tiles(self, x, omega_m, z, velocity):
         ref = next(self.net.parameters())
         om = torch.tensor(float(omega_m), dtype=ref.dtype, device=ref.device)
         dz = torch.tensor(float(growth_factor(z, omega_m)), dtype=ref.dtype, device=ref.device)
-        fn = self.displacement_fn(x, om)
+        run = self._net("displacement")
+        if velocity and run is not self.net and not foldable_tangent(self.net, zdep_style(om, dz)):
+            log.info("a layer's modulation is below 1e-3 at Om=%g, z=%g: eager forward mode", omega_m, z)
+            run = self.net  # the compiled graph has only the one-convolution tangent
         with torch.no_grad():
+            out, dout_dd = zdep_forward(self.net, x / DIS_STD_MPC_H, om, dz, velocity=velocity,
+                                        method=self.velocity_method, runner=run)
             if not velocity:
-                return self._net("displacement")(x * dz, zdep_style(om, dz)) * DIS_STD_MPC_H, None
-            if self.velocity_method == "jvp":
-                out, dout_dd = torch.func.jvp(fn, (dz,), (torch.ones_like(dz),))
-            else:
-                # d/dD of (x D, [(Om-0.3)*5, D-1]) is (x, [0, 1])
-                style = Dual(zdep_style(om, dz), torch.tensor([0.0, 1.0], dtype=dz.dtype, device=dz.device))
-                run = self._net("displacement")
-                if run is not self.net and not foldable_tangent(self.net, style.primal):
-                    log.info("a layer's modulation is below 1e-3 at Om=%g, z=%g: eager forward mode", omega_m, z)
-                    run = self.net  # the compiled graph has only the one-convolution tangent
-                out, dout_dd = run(Dual(x * dz, x), style)
+                return out * DIS_STD_MPC_H, None
             return out * DIS_STD_MPC_H, dout_dd * float(velocity_norm(z, omega_m))
 
 
-class EmuModel(EmulatorModel):
+class EmuConvention(ModelConvention):
     """map2map_emu: z = 0 only; d2d network for displacements, optional v2v network for velocities
     (input scaled by ``f(0,Om)/f(0,0.31)``, output times ``600 f(0,0.31)`` km/s, SPEC 3.1)."""
 
@@ -171,6 +197,7 @@ class EmuModel(EmulatorModel):
         style = emu_style(omega_m, dtype=ref.dtype, device=ref.device)
         om32 = float(np.float32(omega_m))
         with torch.no_grad():
+            x = x / DIS_STD_MPC_H
             dis = self._net("displacement")(x, style) * DIS_STD_MPC_H
             vel = None
             if velocity:

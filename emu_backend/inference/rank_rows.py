@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ComputationError, InputError
+from .tiling import TilePlan
 
 __all__ = ["rank_view", "read_rows"]
 
@@ -25,7 +26,6 @@ def read_rows(shape, tile_size: int, rank: int, world_size: int) -> np.ndarray:
     >>> read_rows((3, 256, 8, 8), 16, 0, 2).tolist() == sorted([*range(0, 128 + 48), *range(256 - 48, 256)])
     True
     """
-    from .tiling import TilePlan
 
     plan = TilePlan(tuple(shape[1:]), tile_size)
     start, stop = plan.slab_share(rank, world_size)

@@ -23,13 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
+from tqdm.auto import tqdm
 
+from .._version import __version__
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
+from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import check_overwrite
 from ..io.fields import _FORMAT, _FORMAT_VERSION
-from ..simulator.snapshot import meta_from_json, meta_to_json
 from .domain import TRAINED_CELL_SIZE_MPC_H
 
 __all__ = ["predict_to_file", "output_paths", "PARTIAL_SUFFIX"]
@@ -73,7 +76,6 @@ def _open_input(path: Path, stack: contextlib.ExitStack):
         except ValueError as exc:
             raise FileFormatError(f"{str(path)!r}: cannot be read as a .npy array: {exc}") from exc
     if path.suffix.lower() in (".h5", ".hdf5"):
-        import h5py
 
         try:
             f = stack.enter_context(h5py.File(path, "r"))
@@ -112,7 +114,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_record(path: Path) -> tuple[dict, int, bool]:
-    import h5py
 
     try:
         with h5py.File(path, "r") as f:
@@ -174,12 +175,12 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     Examples
     --------
     >>> import tempfile, numpy as np
-    >>> from emu_backend.inference import Emulator, ZdepModel
+    >>> from emu_backend.inference import Emulator, ZdepConvention
     >>> from emu_backend.io.fields import read_fields
     >>> from emu_backend.nn import StyledVNet
     >>> d = Path(tempfile.mkdtemp())
     >>> np.save(d / "lin.npy", np.zeros((3, 8, 8, 8), np.float32))
-    >>> emu = Emulator(ZdepModel(StyledVNet(2, width=4)))
+    >>> emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
     >>> [p] = predict_to_file(emu, d / "lin.npy", d / "out.h5", 0.3, 1.0, tile_size=8, velocity=False)
     >>> read_fields(p).displacement.shape
     (3, 8, 8, 8)
@@ -229,7 +230,6 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
     ``view``: called on the opened input array; what it returns is checked and read instead (the
     distributed path passes the rows a rank reads, so that a rank scans only its slab for NaN).
     """
-    from .. import __version__
 
     input_path = Path(input_path).resolve()
     src, in_attrs = _open_input(input_path, stack)
@@ -302,7 +302,6 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
 def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = False,
                on_batch: Callable[[int, int], None] | None = None) -> list[Path]:
     """Create or reopen the partial files of ``job``, stream its tiles into them, then rename them."""
-    import h5py
 
     files, starts = [], []
     lo, hi = job.rows
@@ -337,7 +336,6 @@ def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = 
     log.info("streaming tiles [%d, %d) of %d (%d^3) into %d file(s), from tile %d", job.tiles[0], stop,
              job.n_tiles, job.tile_size, len(files), start)
     out = [(f["displacement"], f["velocity"] if job.velocity else None) for f in files]
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=stop - job.tiles[0], initial=start - job.tiles[0], desc="tiles", unit="tile",
                disable=not (progress and sys.stderr.isatty()))

@@ -20,11 +20,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from .._version import __version__
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_from_json, meta_to_json
+from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError
-from ..simulator.snapshot import Snapshot, meta_from_json, meta_to_json
 from .atomic import atomic_path
 
 __all__ = ["FieldData", "write_fields", "read_fields"]
@@ -171,7 +174,6 @@ def write_fields(
     >>> read_fields(p).grid
     4
     """
-    from .. import __version__
 
     path = Path(path)
     kind = _container(path)
@@ -188,7 +190,6 @@ def write_fields(
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         if kind == "hdf5":
-            import h5py
 
             with h5py.File(tmp, "w") as f:
                 for key, value in attrs.items():
@@ -208,7 +209,6 @@ def write_fields(
 
 
 def _read_hdf5(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    import h5py
 
     try:
         with h5py.File(path, "r") as f:

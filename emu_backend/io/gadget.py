@@ -26,11 +26,14 @@ import math
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from .._version import __version__
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_from_json, meta_to_json
+from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError
-from ..simulator.snapshot import Snapshot, meta_from_json, meta_to_json
 from .atomic import atomic_path, check_overwrite
 
 __all__ = ["LENGTH_UNITS", "write_gadget_hdf5", "read_gadget_hdf5", "gadget_file_paths"]
@@ -51,7 +54,6 @@ _H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 def _h5py():
-    import h5py  # core dependency; imported here so that `import emu_backend` stays torch + numpy
 
     return h5py
 
@@ -131,7 +133,6 @@ def write_gadget_hdf5(
     cosmo = snapshot.cosmology
     meta_json = meta_to_json(snapshot.meta)
     cosmo_json = json.dumps(cosmo.to_dict(), sort_keys=True)
-    from .. import __version__
 
     total = np.zeros(6, np.uint64)
     total[1] = n_part

@@ -24,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cosmology.linear_power import TabulatedPower
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
+from ..datatypes.halos import HaloCatalog
+from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError
-from ..simulator.snapshot import Snapshot
 from .quijote_particles import (
+    header_cosmology,
     linear_displacement_from_ics,
     particles_to_snapshot,
     read_gadget_hdf5_particles,
@@ -120,7 +123,6 @@ def read_linear_power(path, cosmology: Cosmology | None = None):
 
     Columns k [h/Mpc], P(k) [(Mpc/h)^3], read as is (no renormalisation).
     """
-    from ..cosmology.linear_power import TabulatedPower
 
     return TabulatedPower.from_file(path, cosmology=cosmology)
 
@@ -131,7 +133,6 @@ def halo_catalog_from_fof(groups: FoFGroups, box_size: float, particle_mass: flo
     Sorted by mass (descending); positions wrapped into ``[0, box_size)``; ``n_particles`` is GroupLen;
     ``min_particles`` is the smallest GroupLen (Quijote's FoF kept groups of >= 20 particles).
     """
-    from ..validation.halos import HaloCatalog
 
     order = np.argsort(-groups.mass, kind="stable")  # HaloCatalog convention: by mass, descending
     pos = np.mod(groups.position[order], box_size)
@@ -223,7 +224,6 @@ class QuijoteSimulation:
         """Latin-hypercube row ``sim``; else the IC header (Omega0, h; other parameters fiducial)."""
         if self.params_file is not None:
             return latin_hypercube_cosmology(self.params_file, self.sim)
-        from .quijote_particles import header_cosmology
 
         logger.warning("%s: no latin-hypercube parameter file; cosmology from the IC header (Omega_m, h only)",
                        self.folder)

@@ -20,11 +20,14 @@ import logging
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from ..cosmology.growth import growth_factor
 from ..cosmology.params import Cosmology
+from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError, MissingDependencyError, require
-from ..simulator.snapshot import Snapshot
+from ..ics.lpt import second_order_displacement, second_order_growth_factor
 from .gadget import gadget_file_paths
 from .gadget1 import LENGTH_FACTORS, GadgetParticles, read_gadget_binary
 
@@ -45,7 +48,6 @@ _MASS_UNIT_MSUN_H = 1e10
 
 
 def _h5py():
-    import h5py  # core dependency, imported lazily to keep `import emu_backend` light
 
     return h5py
 
@@ -285,8 +287,6 @@ def linear_displacement_from_ics(ics: Snapshot, cosmology: Cosmology | None = No
         Psi1 at z = 0 [Mpc/h], channel c along axis c + 1; input of
         :meth:`InitialConditions.from_linear_displacement`.
     """
-    from ..cosmology.growth import growth_factor
-    from ..ics.lpt import second_order_displacement, second_order_growth_factor
 
     if not isinstance(ics, Snapshot):
         raise InputError(f"ics must be a Snapshot, got {type(ics).__name__}")

@@ -1,11 +1,10 @@
-"""Particle-mesh operations: mass assignment (NGP/CIC/TSC), Lagrangian-to-Eulerian painting and
-the Fourier-space assignment window."""
+"""Particle-mesh operations: mass assignment (NGP/CIC/TSC) and the Fourier-space assignment window.
+
+The published models' Lagrangian-to-Eulerian painting is :mod:`emu_backend.nn.lag2eul`."""
 
 from .paint import (
     WINDOW_ORDER,
     deconvolve_window,
-    lag2eul_scale,
-    lagrangian_to_eulerian,
     paint,
     paint_cells,
     window_fourier,
@@ -14,8 +13,6 @@ from .paint import (
 __all__ = [
     "WINDOW_ORDER",
     "deconvolve_window",
-    "lag2eul_scale",
-    "lagrangian_to_eulerian",
     "paint",
     "paint_cells",
     "window_fourier",

@@ -1,19 +1,23 @@
-"""The learnable parts: styled convolutions, blocks and the published StyledVNet."""
+"""The learnable parts (styled convolutions, blocks, the published StyledVNet) and the units the published
+networks work in (:mod:`.normalisation`, :mod:`.lag2eul`)."""
 
-from .blocks import ConvStyledBlock, ResStyledBlock, narrow_by
-from .styled_conv import Dual, StyledConv3d, foldable_tangent, modulated_weight
+from .lag2eul import lag2eul_scale, lagrangian_to_eulerian
+from .normalisation import DIS_STD_MPC_H, NORMALISATION, V2V_REF_OMEGA_M, displacement_norm, velocity_norm
+from .styled_conv import Dual, StyledConv3d
 from .vnet import CROP, StyledVNet, VNetArch, valid_input_size
 
 __all__ = [
     "CROP",
-    "ConvStyledBlock",
+    "DIS_STD_MPC_H",
+    "NORMALISATION",
+    "V2V_REF_OMEGA_M",
     "Dual",
-    "ResStyledBlock",
     "StyledConv3d",
     "StyledVNet",
     "VNetArch",
-    "foldable_tangent",
-    "modulated_weight",
-    "narrow_by",
+    "displacement_norm",
+    "lag2eul_scale",
+    "lagrangian_to_eulerian",
     "valid_input_size",
+    "velocity_norm",
 ]

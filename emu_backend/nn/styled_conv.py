@@ -108,7 +108,7 @@ def foldable_tangent(net: nn.Module, style: torch.Tensor) -> bool:
 
     That formula divides by the modulation ``m``; where some ``|m|`` is below ``1e-3`` a layer
     needs the general two-convolution form. A compiled network has no data-dependent branch, so
-    it is run only when this holds (:meth:`~emu_backend.inference.EmulatorModel.compile`).
+    it is run only when this holds (:meth:`~emu_backend.inference.ModelConvention.compile`).
     """
     with torch.no_grad():
         return all(bool((style @ mod.style_weight.T + mod.style_bias).abs().min() > _MIN_MODULATION)

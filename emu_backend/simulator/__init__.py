@@ -6,6 +6,7 @@ the PM N-body codes registered by the adapters), as in a PM/COLA code's ``linear
 Examples
 --------
 >>> from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+>>> from emu_backend.ics import InitialConditions
 >>> ics = InitialConditions.from_noise(8, None, QUIJOTE_FIDUCIAL, seed=42)
 >>> [s.z for s in simulate(ics, QUIJOTE_FIDUCIAL, z=[0.0, 1.0], backend="za")]
 [0.0, 1.0]
@@ -21,13 +22,9 @@ from .backends import (
     get_backend,
     register_backend,
 )
-from .ics import InitialConditions
 from .simulate import output_redshifts, simulate
-from .snapshot import Snapshot
 
 __all__ = [
-    "Snapshot",
-    "InitialConditions",
     "simulate",
     "output_redshifts",
     "Backend",

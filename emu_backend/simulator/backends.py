@@ -1,8 +1,8 @@
 """Interchangeable backends of the simulator interface: the emulator, ZA and 2LPT (and, through the
 adapters, the PM N-body codes).
 
-A backend turns :class:`~emu_backend.simulator.ics.InitialConditions` and a cosmology into one
-:class:`~emu_backend.simulator.snapshot.Snapshot` per requested redshift, in the order asked. Use
+A backend turns :class:`~emu_backend.ics.InitialConditions` and a cosmology into one
+:class:`~emu_backend.datatypes.Snapshot` per requested redshift, in the order asked. Use
 :func:`emu_backend.simulator.simulate` rather than calling ``run`` directly: it validates the output
 times, accepts ``a`` as well as ``z`` and records the common provenance.
 
@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..cosmology.params import Cosmology
+from ..datatypes.snapshot import Snapshot
 from ..errors import InputError, MissingDependencyError
+from ..ics.conditions import InitialConditions
 from ..ics.lpt import lpt_particles
-from .ics import InitialConditions
-from .snapshot import Snapshot
+from ..inference import Emulator, default_emulator
 
 __all__ = [
     "Backend",
@@ -176,7 +177,6 @@ class EmulatorBackend(Backend):
 
     def __init__(self, emulator=None, *, weights=None, tile_size: int | None = None, batch_size: int = 1,
                  device: str | None = None, allow_extrapolation: bool | None = None, progress: bool = False):
-        from ..inference import Emulator, default_emulator
 
         if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer))
                                       or tile_size < 8 or tile_size % 8):

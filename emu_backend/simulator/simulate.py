@@ -14,11 +14,13 @@ import time
 
 import numpy as np
 
+from .._version import __version__
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_to_json
+from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError
+from ..ics.conditions import InitialConditions
 from .backends import Backend, get_backend
-from .ics import InitialConditions
-from .snapshot import Snapshot, meta_to_json
 
 __all__ = ["simulate", "output_redshifts"]
 
@@ -127,7 +129,6 @@ def simulate(ics: InitialConditions, cosmology: Cosmology, z=None, a=None, backe
     >>> [s.z for s in snaps], snaps[0].meta["backend"]
     ([1.0, 0.0], '2lpt')
     """
-    from .. import __version__
 
     if not isinstance(ics, InitialConditions):
         raise InputError(f"ics must be InitialConditions, got {type(ics).__name__}")

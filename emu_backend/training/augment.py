@@ -29,6 +29,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -120,7 +121,6 @@ class CubicTransform:
         idx = list(self.perm)
         if isinstance(v, np.ndarray):
             return v[..., idx, :, :, :] * sign.astype(v.dtype)
-        import torch
 
         return v[..., idx, :, :, :] * torch.as_tensor(sign, dtype=v.dtype, device=v.device)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .._version import __version__
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
 
@@ -69,7 +70,6 @@ def save_checkpoint(run_dir, payload: dict, step: int, keep: int = 2) -> Path:
     Path
         The checkpoint file.
     """
-    from .. import __version__
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)

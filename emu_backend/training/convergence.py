@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from ..checks import check_matching_snapshots
+from ..datatypes.snapshot import Snapshot, check_matching_snapshots
 from ..errors import InputError
-from ..simulator.snapshot import Snapshot
+from ..validation.power import PowerSpectrum, cross_correlation, power_spectrum
 
 __all__ = ["ConvergenceRow", "density_power", "field_power", "compare_snapshots", "markdown_table"]
 
@@ -45,28 +45,28 @@ def _cic_window(n: int) -> np.ndarray:
     return w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]
 
 
-def _deconvolved_density(snapshot: Snapshot, mesh_n: int) -> np.ndarray:
-    """CIC overdensity on ``mesh_n^3`` with the CIC window divided out, shape (mesh_n,)*3, float64."""
-    delta = snapshot.density(mesh_n, window="cic")
-    dk = scipy.fft.rfftn(delta) / _cic_window(mesh_n)
+def _deconvolved_density(snapshot: Snapshot, n_mesh: int) -> np.ndarray:
+    """CIC overdensity on ``n_mesh^3`` with the CIC window divided out, shape (n_mesh,)*3, float64."""
+    delta = snapshot.density(n_mesh, window="cic")
+    dk = scipy.fft.rfftn(delta) / _cic_window(n_mesh)
     return scipy.fft.irfftn(dk, s=delta.shape)
 
 
-def _check_mesh(mesh_n, grid: int) -> int:
-    if mesh_n is None:
+def _check_mesh(n_mesh, grid: int) -> int:
+    if n_mesh is None:
         return 2 * grid
-    if isinstance(mesh_n, bool) or not isinstance(mesh_n, numbers.Integral) or mesh_n < 2:
-        raise InputError(f"mesh_n must be an integer >= 2, got {mesh_n!r}")
-    return int(mesh_n)
+    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or n_mesh < 2:
+        raise InputError(f"n_mesh must be an integer >= 2, got {n_mesh!r}")
+    return int(n_mesh)
 
 
-def density_power(snapshot: Snapshot, *, mesh_n: int | None = None, k_edges=None):
-    """Matter P(k) of a snapshot: CIC on ``mesh_n^3`` (default ``2 n``), window-deconvolved.
+def density_power(snapshot: Snapshot, *, n_mesh: int | None = None, k_edges=None):
+    """Matter P(k) of a snapshot: CIC on ``n_mesh^3`` (default ``2 n``), window-deconvolved.
 
     Parameters
     ----------
     snapshot : Snapshot
-    mesh_n : int, optional
+    n_mesh : int, optional
         Mesh cells per side; default twice the particle grid.
     k_edges : array_like, optional
         Bin edges [h/Mpc]; default width ``2 pi / L`` (:func:`emu_backend.validation.default_k_edges`).
@@ -76,11 +76,10 @@ def density_power(snapshot: Snapshot, *, mesh_n: int | None = None, k_edges=None
     PowerSpectrum
         k [h/Mpc], P [(Mpc/h)^3] (shot noise not subtracted).
     """
-    from ..validation.power import power_spectrum
 
     if not isinstance(snapshot, Snapshot):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
-    mesh = _check_mesh(mesh_n, snapshot.grid)
+    mesh = _check_mesh(n_mesh, snapshot.grid)
     return power_spectrum(_deconvolved_density(snapshot, mesh), snapshot.box_size, k_edges)
 
 
@@ -101,7 +100,6 @@ def field_power(field, box_size: float, k_edges=None):
     PowerSpectrum
         ``sum_c P_c(k)`` [(unit)^2 (Mpc/h)^3].
     """
-    from ..validation.power import PowerSpectrum, power_spectrum
 
     arr = np.asarray(field)
     if arr.ndim != 4 or arr.shape[0] != 3:
@@ -157,7 +155,7 @@ def _max_dev(run, ref, k, k_max) -> float:
 
 
 def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0, label: str = "",
-                      mesh_n: int | None = None) -> ConvergenceRow:
+                      n_mesh: int | None = None) -> ConvergenceRow:
     """Compare a run with a reference made from the same ICs (same grid, box and z).
 
     Parameters
@@ -168,7 +166,7 @@ def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0,
         Largest k [h/Mpc] compared, > 0.
     label : str
         Name of the run in the table.
-    mesh_n : int, optional
+    n_mesh : int, optional
         Density mesh (default ``2 n``).
 
     Returns
@@ -178,7 +176,7 @@ def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0,
     Examples
     --------
     >>> from emu_backend.cosmology import QUIJOTE_FIDUCIAL as C
-    >>> from emu_backend.simulator import InitialConditions, simulate
+    >>> from emu_backend import InitialConditions, simulate
     >>> ics = InitialConditions.from_noise(16, None, C, seed=0)
     >>> a, b = (simulate(ics, C, z=1.0, backend=name)[0] for name in ("za", "2lpt"))
     >>> row = compare_snapshots(a, b, k_max=1.0, label="ZA vs 2LPT")
@@ -188,9 +186,8 @@ def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0,
     check_matching_snapshots(run, reference, "run", "reference", box_rtol=1e-9, a_rtol=1e-9)
     if isinstance(k_max, bool) or not isinstance(k_max, numbers.Real) or not 0 < k_max < math.inf:
         raise InputError(f"k_max must be a finite number > 0 [h/Mpc], got {k_max!r}")
-    from ..validation.power import cross_correlation
 
-    mesh = _check_mesh(mesh_n, run.grid)
+    mesh = _check_mesh(n_mesh, run.grid)
     box = run.box_size
     d_run, d_ref = _deconvolved_density(run, mesh), _deconvolved_density(reference, mesh)
     cc = cross_correlation(d_run, d_ref, box)

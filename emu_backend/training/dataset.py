@@ -24,14 +24,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from ..cosmology.growth import DIS_STD_MPC_H, growth_factor, velocity_norm
+from ..cosmology.growth import growth_factor
 from ..cosmology.params import Cosmology
 from ..errors import FileFormatError, InputError
 from ..inference.tiling import PAD, periodic_read
+from ..io.training_sample import FORMAT, FORMAT_VERSION
+from ..nn.normalisation import DIS_STD_MPC_H, velocity_norm
 from .augment import N_TRANSFORMS, TRANSFORMS
-from .sample import FORMAT, FORMAT_VERSION
 
 __all__ = ["SampleFile", "TrainingCrop", "CropSampler", "find_sample_files", "split_files",
            "data_fingerprint", "VALIDATION_STREAM", "IN_MEMORY_BYTES"]
@@ -58,7 +60,7 @@ class _TimeSlice:
 
 
 class SampleFile:
-    """Lazy reader of one training-sample file (layout: :mod:`emu_backend.training.sample`).
+    """Lazy reader of one training-sample file (layout: :mod:`emu_backend.io.training_sample`).
 
     Parameters
     ----------
@@ -76,7 +78,6 @@ class SampleFile:
     """
 
     def __init__(self, path):
-        import h5py
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import qmc
 
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..errors import DomainError, InputError
@@ -159,7 +160,6 @@ def latin_hypercube(n_sims: int, seed: int, *, ranges: Mapping | None = None, va
     >>> sorted(int(4 * (c.omega_m - 0.1) / 0.4) for c in d.cosmologies)  # one per stratum
     [0, 1, 2, 3]
     """
-    from scipy.stats import qmc
 
     if isinstance(n_sims, bool) or not isinstance(n_sims, numbers.Integral) or n_sims < 1:
         raise InputError(f"n_sims must be an integer >= 1, got {n_sims!r}")

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from ..errors import InputError
 
@@ -89,7 +90,6 @@ def setup_distributed(device: str = "cpu") -> DistInfo:
     -------
     DistInfo
     """
-    import torch.distributed as dist
 
     world = _env_int(("WORLD_SIZE", "SLURM_NTASKS"), 1)
     rank = _env_int(("RANK", "SLURM_PROCID"), 0)
@@ -117,7 +117,6 @@ def setup_distributed(device: str = "cpu") -> DistInfo:
 
 def teardown_distributed(info: DistInfo) -> None:
     """Destroy the process group if :func:`setup_distributed` created it."""
-    import torch.distributed as dist
 
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
@@ -126,7 +125,6 @@ def teardown_distributed(info: DistInfo) -> None:
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum ``t`` over ranks (in place; identity on one process)."""
     if info.distributed:
-        import torch.distributed as dist
 
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
@@ -135,6 +133,5 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op on one process)."""
     if info.distributed:
-        import torch.distributed as dist
 
         dist.barrier()

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..cosmology.growth import DIS_STD_MPC_H
 from ..errors import InputError
-from ..mesh.paint import lagrangian_to_eulerian
+from ..nn.lag2eul import lagrangian_to_eulerian
+from ..nn.normalisation import DIS_STD_MPC_H
 
 __all__ = ["LOSS_WEIGHTS", "LOG_EPS", "COMPONENTS", "painting_scale", "paint_pair", "zdep_loss"]
 

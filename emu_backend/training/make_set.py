@@ -7,7 +7,7 @@ For simulation ``i`` of the design, :func:`make_training_set`
    Mpc/h (:meth:`InitialConditions.from_noise`);
 2. runs the N-body backend (``"jaxpm"``, or ``"pmwd"`` where its adapter is installed) through
    :func:`~emu_backend.simulator.simulate` to the output redshifts;
-3. writes ``sample_XXXX.h5`` (:func:`~emu_backend.training.sample.write_training_sample`,
+3. writes ``sample_XXXX.h5`` (:func:`~emu_backend.io.training_sample.write_training_sample`,
    atomic) with the linear input, the targets and the provenance.
 
 A ``manifest.json`` (written atomically before the first run) records the settings, the design
@@ -31,23 +31,33 @@ import json
 import logging
 import math
 import numbers
+import platform
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import h5py
 import numpy as np
+from tqdm.auto import tqdm
 
+from .._version import __version__
+from ..adapters.classy import ClassPower
+from ..cosmology.linear_power import EisensteinHuPower
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_to_json
 from ..errors import DomainError, FileFormatError, InputError
+from ..ics import InitialConditions
 from ..inference.domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
-from ..simulator.snapshot import meta_to_json
+from ..io.training_sample import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
+from ..io.training_sample import write_training_sample
+from ..simulator import get_backend, simulate
 from .design import Design
-from .sample import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
-from .sample import write_training_sample
+from .user_data import sample_from_snapshots
 
 __all__ = ["make_training_set", "MakeSetResult", "DEFAULT_JAXPM_OPTIONS", "MANIFEST_NAME", "sample_path",
            "read_manifest"]
@@ -95,10 +105,7 @@ def sample_path(out_dir, index: int) -> Path:
 
 
 def _versions(backend: str) -> dict:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
 
     out = {"emu_backend": __version__, "python": platform.python_version()}
     for dist in ("numpy", "scipy", "h5py", "torch", *({"jaxpm": ("jax", "jaxpm"), "pmwd": ("jax", "pmwd")}
@@ -154,10 +161,8 @@ def _as_design(design) -> Design:
 
 def _power(name: str, cosmology: Cosmology):
     if name == "class":
-        from ..adapters.classy import ClassPower
 
         return ClassPower.from_cosmology(cosmology)
-    from ..cosmology.linear_power import EisensteinHuPower
 
     return EisensteinHuPower(cosmology)
 
@@ -182,7 +187,6 @@ def _differences(old, new, prefix="") -> list[str]:
 
 def _check_existing_sample(path: Path, index: int, settings: dict, cosmology: Cosmology, seed: int) -> None:
     """Refuse a complete-looking sample file that belongs to another configuration."""
-    import h5py
 
     try:
         with h5py.File(path, "r") as f:
@@ -254,10 +258,7 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
     >>> [p.name for p in out.files], out.computed
     (['sample_0000.h5', 'sample_0001.h5'], (0, 1))
     """
-    from tqdm.auto import tqdm
 
-    from ..simulator import InitialConditions, get_backend, simulate
-    from .user_data import sample_from_snapshots
 
     t0 = time.perf_counter()
     out = Path(out_dir)

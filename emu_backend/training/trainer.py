@@ -4,7 +4,7 @@ One optimiser step takes the global batch of ``batch`` crops (:class:`~.dataset.
 ``(seed, step, i)``); rank ``r`` of ``W`` runs ``i = r, r + W, ...`` one crop at a time (style and
 growth differ per crop), backpropagating ``loss_i * W / batch`` so that DDP's average over ranks
 gives the gradient of the batch-mean loss. The model is ``StyledVNet(style_size=2, in_chan=3,
-out_chan=3, width)`` evaluated as at inference (:class:`~emu_backend.inference.models.ZdepModel`):
+out_chan=3, width)`` evaluated as at inference (:class:`~emu_backend.inference.models.ZdepConvention`):
 input ``x D``, style ``[(Om-0.3)*5, D-1]``, velocity = d(output)/dD by the forward-mode
 :class:`~emu_backend.nn.Dual` pass. See docs/training.md.
 """
@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
+from ..checkpoints.native import load_model_file, save_model_file
 from ..errors import InputError
-from ..inference.models import zdep_style
-from ..nn import Dual, StyledVNet
+from ..inference.models import zdep_forward
+from ..nn import StyledVNet
 from .checkpoint import CHECKPOINT_DIR, LOG_NAME, MODEL_NAME, LossLog, load_latest_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, SUPPORTED_DOMAIN, TrainConfig, lr_factor
 from .dataset import CropSampler, data_fingerprint
@@ -58,7 +61,6 @@ def build_model(config: TrainConfig) -> StyledVNet:
 
 def load_init_weights(net: StyledVNet, path: str) -> str:
     """Copy the displacement network of the zdep model file ``path`` into ``net``; returns its checksum."""
-    from ..checkpoints.native import load_model_file
 
     mf = load_model_file(path)
     if mf.kind != "zdep":
@@ -91,11 +93,7 @@ def predict_crop(net, x: torch.Tensor, omega_m: float, growth: float, method: st
     """
     om = torch.tensor(float(omega_m), dtype=x.dtype, device=x.device)
     dz = torch.tensor(float(growth), dtype=x.dtype, device=x.device)
-    if method == "jvp":
-        return torch.func.jvp(lambda d: net(x * d, zdep_style(om, d)), (dz,), (torch.ones_like(dz),))
-    tangent = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
-    out, dout = net(Dual(x * dz, x), Dual(zdep_style(om, dz), tangent))
-    return out, dout
+    return zdep_forward(net, x, om, dz, method=method)
 
 
 def _to_device(a: np.ndarray, device) -> torch.Tensor:
@@ -178,7 +176,7 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
     ----------
     config : TrainConfig
     train_files, val_files : sequence of path
-        Training-sample files (:mod:`emu_backend.training.sample`); validation files are whole
+        Training-sample files (:mod:`emu_backend.io.training_sample`); validation files are whole
         held-out simulations (:func:`~emu_backend.training.dataset.split_files`). No validation
         files: the final weights are exported.
     out_dir : path
@@ -211,7 +209,6 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
 
 
 def _train(config, train_files, val_files, run_dir, resume, overwrite, progress, info: DistInfo) -> TrainResult:
-    from tqdm.auto import tqdm
 
     if config.batch < info.world_size:
         raise InputError(f"batch {config.batch} is smaller than the world size {info.world_size}: each rank needs a crop")
@@ -266,7 +263,6 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
 
     model = net
     if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     show = sys.stderr.isatty() if progress is None else bool(progress)
@@ -332,7 +328,6 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
 
 def _export(path, weights, config, domain, sampler, val_sampler, fingerprint, best_step, best, last, info,
             init_checksum=None):
-    from ..checkpoints.native import save_model_file
 
     net = StyledVNet(style_size=2, in_chan=3, out_chan=3, width=config.width)
     net.load_state_dict({k: v.contiguous() for k, v in weights.items()})

@@ -1,7 +1,7 @@
 """Training samples from user-supplied simulations: a linear z = 0 field plus particle snapshots.
 
 Any N-body run whose particles carry Lagrangian ids can be turned into a
-:class:`~emu_backend.training.sample.TrainingSample`: its z = 0 linear (Zel'dovich) displacement is
+:class:`~emu_backend.io.training_sample.TrainingSample`: its z = 0 linear (Zel'dovich) displacement is
 the input, the displacement ``x - q`` and velocity of every particle at each snapshot are the
 targets. :func:`sample_from_snapshots` does it for :class:`Snapshot` objects (from our backends or
 any reader in :mod:`emu_backend.io`); :func:`sample_from_quijote` for a Quijote simulation folder
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..cosmology.params import Cosmology
+from ..datatypes.snapshot import Snapshot
 from ..errors import InputError
-from ..simulator.ics import InitialConditions
-from ..simulator.snapshot import Snapshot
-from .sample import TrainingSample
+from ..ics.conditions import InitialConditions
+from ..io.quijote import QuijoteSimulation
+from ..io.training_sample import TrainingSample
 
 __all__ = ["sample_from_snapshots", "sample_from_quijote", "unwrap_displacement"]
 
@@ -92,7 +93,7 @@ def sample_from_snapshots(linear, snapshots, *, cosmology: Cosmology, box_size: 
     Examples
     --------
     >>> from emu_backend.cosmology import QUIJOTE_FIDUCIAL as C
-    >>> from emu_backend.simulator import InitialConditions, simulate
+    >>> from emu_backend import InitialConditions, simulate
     >>> ics = InitialConditions.from_noise(8, None, C, seed=3)
     >>> s = sample_from_snapshots(ics, simulate(ics, C, z=[1.0, 0.0], backend="2lpt"), cosmology=C)
     >>> s.z.tolist(), s.seed, s.grid
@@ -179,7 +180,6 @@ def sample_from_quijote(root, sim: int | None, snapnums: Sequence[int], *, corre
     -------
     TrainingSample
     """
-    from ..io.quijote import QuijoteSimulation
 
     if isinstance(snapnums, (str, bytes)) or not isinstance(snapnums, Sequence) or not snapnums:
         raise InputError(f"snapnums must be a non-empty sequence of snapshot numbers, got {snapnums!r}")

@@ -24,12 +24,14 @@ import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from .._version import __version__
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
-from ..simulator.snapshot import meta_from_json, meta_to_json
 
 __all__ = ["TrainingSample", "write_training_sample", "read_training_sample", "FORMAT", "FORMAT_VERSION"]
 
@@ -164,9 +166,7 @@ def write_training_sample(path: str | Path, sample: TrainingSample, *, overwrite
     -------
     Path
     """
-    import h5py
 
-    from .. import __version__
 
     path = Path(path)
     _check_suffix(path)
@@ -199,7 +199,6 @@ def read_training_sample(path: str | Path) -> TrainingSample:
         Missing, truncated or corrupt file, wrong format tag or version, missing dataset or attribute,
         inconsistent shapes or non-finite values.
     """
-    import h5py
 
     path = Path(path)
     if not path.is_file():

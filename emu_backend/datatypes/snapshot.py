@@ -7,57 +7,21 @@ Lagrangian position ``(i, j, k) * box_size / n``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 import numpy as np
+import torch
 
 from ..cosmology.params import Cosmology
 from ..errors import InputError
+from ..mesh.paint import paint
+from .meta import meta_to_json, readonly
 
-__all__ = ["Snapshot", "meta_to_json", "meta_from_json", "wrap_positions"]
+__all__ = ["Snapshot", "wrap_positions", "lagrangian_grid", "check_matching_snapshots"]
 
 logger = logging.getLogger(__name__)
-
-
-# -- helpers shared with the file formats ------------------------------------------------------
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, Cosmology):
-        return obj.to_dict()
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable: {obj!r}")
-
-
-def meta_to_json(meta: dict) -> str:
-    """Serialise a provenance dict to JSON (NumPy scalars/arrays and paths converted).
-
-    Raises
-    ------
-    InputError
-        If some value cannot be represented in JSON.
-    """
-    try:
-        return json.dumps(dict(meta), default=_json_default, sort_keys=True, allow_nan=True)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"meta must be a JSON-serialisable dict: {exc}") from exc
-
-
-def meta_from_json(text: str | bytes) -> dict:
-    """Inverse of :func:`meta_to_json`; raises ``ValueError`` on malformed text."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def wrap_positions(positions: np.ndarray, box_size: float) -> np.ndarray:
@@ -84,12 +48,6 @@ def _as_array(value, name: str) -> np.ndarray:
     if arr.dtype == object:
         raise InputError(f"{name} must be a numeric array, got an object array")
     return arr
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +131,7 @@ class Snapshot:
                 raise InputError(f"Snapshot.{key} contains NaN or inf")
             if key == "positions":
                 arr = wrap_positions(arr, self.box_size)
-            put(key, _readonly(arr))
+            put(key, readonly(arr))
 
         ids = _as_array(self.ids, "Snapshot.ids")
         if ids.shape != (n_part,):
@@ -183,7 +141,7 @@ class Snapshot:
         ids = ids.astype(np.int64, copy=False)
         if n_part and (ids.min() < 0 or ids.max() >= n_part or np.bincount(ids, minlength=n_part).max() != 1):
             raise InputError(f"Snapshot.ids must be a permutation of 0..{n_part - 1} (each Lagrangian index once)")
-        put("ids", _readonly(ids))
+        put("ids", readonly(ids))
 
     # -- derived values --------------------------------------------------------------------
     @property
@@ -242,7 +200,7 @@ class Snapshot:
         n = dis.shape[1]
         if not (isinstance(box_size, (int, float, np.floating)) and box_size > 0):
             raise InputError(f"box_size must be a number > 0 [Mpc/h], got {box_size!r}")
-        q = _lagrangian_grid(n, float(box_size))  # (3, n, n, n) float64
+        q = lagrangian_grid(n, float(box_size))  # (3, n, n, n) float64
         pos = (q + dis.astype(np.float64)).reshape(3, -1).T
         pos = wrap_positions(np.mod(pos, float(box_size)).astype(np.float32), float(box_size))
         return cls(
@@ -272,7 +230,7 @@ class Snapshot:
         """
         n, box = self.grid, self.box_size
         pos = self._in_id_order(self.positions).T.reshape(3, n, n, n).astype(np.float64)
-        dis = pos - _lagrangian_grid(n, box)
+        dis = pos - lagrangian_grid(n, box)
         dis -= box * np.floor(dis / box + 0.5)
         return dis.astype(np.float32)
 
@@ -287,34 +245,50 @@ class Snapshot:
         n = self.grid
         return np.ascontiguousarray(self._in_id_order(self.velocities).T.reshape(3, n, n, n))
 
-    def density(self, mesh_n: int, window: str = "cic") -> np.ndarray:
-        """Overdensity ``delta = rho / mean(rho) - 1`` on a periodic ``mesh_n^3`` mesh.
+    def density(self, n_mesh: int, window: str = "cic") -> np.ndarray:
+        """Overdensity ``delta = rho / mean(rho) - 1`` on a periodic ``n_mesh^3`` mesh.
 
         Parameters
         ----------
-        mesh_n : int
+        n_mesh : int
             Mesh points per side.
         window : {"cic", "tsc", "ngp"}
             Mass assignment scheme (see :func:`emu_backend.mesh.paint`).
 
         Returns
         -------
-        ndarray, shape (mesh_n, mesh_n, mesh_n), float64
+        ndarray, shape (n_mesh, n_mesh, n_mesh), float64
             Overdensity; mean 0 up to round-off.
         """
-        import torch
-
-        from ..mesh.paint import paint
-
-        if isinstance(mesh_n, bool) or not isinstance(mesh_n, (int, np.integer)) or mesh_n < 1:
-            raise InputError(f"mesh_n must be an integer >= 1, got {mesh_n!r}")
+        if isinstance(n_mesh, bool) or not isinstance(n_mesh, (int, np.integer)) or n_mesh < 1:
+            raise InputError(f"n_mesh must be an integer >= 1, got {n_mesh!r}")
         pos = torch.from_numpy(np.asarray(self.positions, dtype=np.float64))
-        mesh = paint(pos, int(mesh_n), self.box_size, window=window, periodic=True)
-        mean = self.n_particles / int(mesh_n) ** 3
+        mesh = paint(pos, int(n_mesh), self.box_size, window=window, periodic=True)
+        mean = self.n_particles / int(n_mesh) ** 3
         return (mesh / mean - 1.0).numpy()
 
 
-def _lagrangian_grid(n: int, box_size: float) -> np.ndarray:
+def lagrangian_grid(n: int, box_size: float) -> np.ndarray:
     """Lagrangian positions ``(i, j, k) * box_size / n`` [Mpc/h], shape (3, n, n, n), float64."""
     axis = np.arange(n, dtype=np.float64) * (box_size / n)
     return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))
+
+
+def check_matching_snapshots(snap, ref, name: str, ref_name: str, *, box_rtol: float, a_rtol: float) -> None:
+    """Check that ``snap`` and ``ref`` are :class:`Snapshot` objects of one grid,
+    box size (within ``box_rtol``) and time (scale factor within ``a_rtol``), for comparing them.
+
+    Raises
+    ------
+    InputError
+        Naming ``name`` / ``ref_name`` and the values that differ.
+    """
+    for key, s in ((name, snap), (ref_name, ref)):
+        if not isinstance(s, Snapshot):
+            raise InputError(f"{key} must be a Snapshot, got {type(s).__name__}")
+    if snap.grid != ref.grid or not math.isclose(snap.box_size, ref.box_size, rel_tol=box_rtol):
+        raise InputError(f"{name} has n = {snap.grid}, L = {snap.box_size} Mpc/h; {ref_name} has "
+                         f"n = {ref.grid}, L = {ref.box_size} Mpc/h")
+    if not math.isclose(snap.a, ref.a, rel_tol=a_rtol):
+        raise InputError(f"{name} is at a = {snap.a:.6g} (z = {snap.z:.4g}), {ref_name} at a = {ref.a:.6g} "
+                         f"(z = {ref.z:.4g})")

@@ -9,6 +9,9 @@ code's ``whitenoise -> linear -> lpt`` chain:
   default), optionally Quijote-style fixed / paired;
 * :meth:`InitialConditions.from_linear_density`: a user-supplied linear density contrast at z = 0;
 * :meth:`InitialConditions.from_linear_displacement`: a user-supplied ZA displacement at z = 0.
+
+:func:`linear_field` is the array-level entry (white noise and P(k) in, InitialConditions out) that
+:meth:`InitialConditions.from_noise` builds on.
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ import numpy as np
 
 from ..cosmology.linear_power import EisensteinHuPower
 from ..cosmology.params import Cosmology
+from ..datatypes.meta import meta_to_json, readonly
 from ..errors import InputError
-from ..ics.linear import LinearField, default_box_size, linear_field
-from ..ics.noise import white_noise
-from .snapshot import _readonly, meta_to_json
+from ._grid import check_box_size, check_displacement, check_field
+from .linear import (
+    Convention,
+    check_float_dtype,
+    default_box_size,
+    displacement_from_density,
+    divergence,
+    linear_arrays,
+)
+from .noise import white_noise
 
-__all__ = ["InitialConditions"]
+__all__ = ["InitialConditions", "linear_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +58,11 @@ class InitialConditions:
     ----------
     displacement : ndarray, shape (3, n, n, n)
         Linear (Zel'dovich) displacement Psi at z = 0 [Mpc/h] of particle ``(i, j, k)``; channel ``c``
-        along array axis ``c + 1``. Stored as a read-only float32 array.
+        along array axis ``c + 1``. Stored as a read-only array: float64 stays float64, anything else
+        becomes float32.
     density : ndarray, shape (n, n, n)
-        Linear density contrast at z = 0 (dimensionless), ``div Psi = -delta``. Stored read-only.
+        Linear density contrast at z = 0 (dimensionless), ``div Psi = -delta``. Stored read-only, in
+        the displacement's dtype.
     box_size : float
         Box side [Mpc/h].
     seed : int or None
@@ -75,8 +88,11 @@ class InitialConditions:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        # LinearField checks shapes, finiteness and the box size
-        lf = LinearField(self.density, self.displacement, self.box_size)
+        delta = check_field(self.density, "density")
+        psi = check_displacement(self.displacement, "displacement")
+        if psi.shape[1:] != delta.shape:
+            raise InputError(f"displacement shape {psi.shape} does not match density shape {delta.shape}")
+        dtype = np.float64 if psi.dtype == np.float64 else np.float32
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0
         ):
@@ -85,9 +101,9 @@ class InitialConditions:
             raise InputError(f"provenance must be a dict, got {type(self.provenance).__name__}")
         meta_to_json(self.provenance)
         put = object.__setattr__
-        put(self, "displacement", _readonly(np.asarray(lf.displacement, dtype=np.float32)))
-        put(self, "density", _readonly(np.asarray(lf.density, dtype=np.float32)))
-        put(self, "box_size", lf.box_size)
+        put(self, "displacement", readonly(np.asarray(psi, dtype=dtype)))
+        put(self, "density", readonly(np.asarray(delta, dtype=dtype)))
+        put(self, "box_size", check_box_size(self.box_size))
         put(self, "seed", None if self.seed is None else int(self.seed))
         put(self, "provenance", dict(self.provenance))
 
@@ -149,7 +165,7 @@ class InitialConditions:
             power = EisensteinHuPower(cosmology)
         box = default_box_size(n) if box_size is None and isinstance(n, numbers.Integral) else box_size
         noise = white_noise(n, seed, fixed_amplitude=fixed_amplitude, paired=paired)
-        lf = linear_field(noise, power, box, convention=convention)
+        delta, psi, box = linear_arrays(noise, power, box, convention=convention)
         prov = {
             "source": "noise",
             "power": repr(power),
@@ -158,12 +174,13 @@ class InitialConditions:
             "convention": convention,
             "ics_cosmology": cosmology.to_dict(),
         }
-        logger.info("ICs from noise: n=%d, L=%g Mpc/h, seed=%d, P(k)=%r", n, lf.box_size, seed, power)
-        return cls(lf.displacement, lf.density, lf.box_size, seed=seed, provenance=prov)
+        logger.info("ICs from noise: n=%d, L=%g Mpc/h, seed=%d, P(k)=%r", n, box, seed, power)
+        return cls(psi, delta, box, seed=seed, provenance=prov)
 
     @classmethod
     def from_linear_density(
-        cls, density, box_size: float, *, seed: int | None = None, provenance: dict | None = None
+        cls, density, box_size: float, *, seed: int | None = None, provenance: dict | None = None,
+        dtype=np.float32,
     ) -> "InitialConditions":
         """ICs from a user-supplied linear density contrast at z = 0.
 
@@ -178,14 +195,19 @@ class InitialConditions:
             Seed of the field, if known (recorded).
         provenance : dict, optional
             Extra JSON-serialisable description, recorded in the snapshots.
+        dtype : float32 or float64
+            Stored dtype; the density is passed through unchanged apart from this cast.
         """
-        lf = LinearField.from_density(density, box_size)
+        dt = check_float_dtype(dtype)
+        delta = check_field(density, "density")
+        psi = displacement_from_density(delta, box_size, dtype=dt)
         prov = {"source": "linear_density", **_provenance(provenance)}
-        return cls(lf.displacement, lf.density, lf.box_size, seed=seed, provenance=prov)
+        return cls(psi, delta.astype(dt), box_size, seed=seed, provenance=prov)
 
     @classmethod
     def from_linear_displacement(
-        cls, displacement, box_size: float, *, seed: int | None = None, provenance: dict | None = None
+        cls, displacement, box_size: float, *, seed: int | None = None, provenance: dict | None = None,
+        dtype=np.float32,
     ) -> "InitialConditions":
         """ICs from a user-supplied linear (Zel'dovich) displacement at z = 0.
 
@@ -199,7 +221,49 @@ class InitialConditions:
             Seed of the field, if known (recorded).
         provenance : dict, optional
             Extra JSON-serialisable description, recorded in the snapshots.
+        dtype : float32 or float64
+            Stored dtype; the displacement is passed through unchanged apart from this cast.
         """
-        lf = LinearField.from_displacement(displacement, box_size)
+        dt = check_float_dtype(dtype)
+        psi = check_displacement(displacement, "displacement")
+        delta = -divergence(psi, box_size)
         prov = {"source": "linear_displacement", **_provenance(provenance)}
-        return cls(lf.displacement, lf.density, lf.box_size, seed=seed, provenance=prov)
+        return cls(psi.astype(dt), delta.astype(dt), box_size, seed=seed, provenance=prov)
+
+
+def linear_field(
+    noise, power, box_size: float | None = None, *, convention: Convention = "fourier", dtype=np.float32
+) -> "InitialConditions":
+    """Linear density and ZA displacement at z = 0 from white noise and P(k).
+
+    Parameters
+    ----------
+    noise : ndarray, shape (n, n, n)
+        Real white noise of unit variance (e.g. :func:`emu_backend.ics.white_noise`).
+    power : LinearPower
+        Callable linear P(k) at z = 0 [(Mpc/h)^3] of k [h/Mpc]; must cover the grid wavenumbers
+        ``2 pi / L`` ... ``sqrt(3) n pi / L``.
+    box_size : float or None
+        Box side [Mpc/h]; default ``1000 n / 512`` (:func:`default_box_size`).
+    convention : {"fourier", "reference"}
+        Mode convention, see :mod:`emu_backend.ics.linear`.
+    dtype : float32 or float64
+        Output dtype (computation is float64 except the reference's float32 wavenumbers).
+
+    Returns
+    -------
+    InitialConditions
+        ``density`` (n, n, n) and ``displacement`` (3, n, n, n) [Mpc/h] in ``dtype``, no seed (the
+        noise is the caller's), provenance naming the P(k) and convention.
+
+    Examples
+    --------
+    >>> from emu_backend.cosmology import EisensteinHuPower, QUIJOTE_FIDUCIAL
+    >>> from emu_backend.ics import white_noise
+    >>> f = linear_field(white_noise(16, seed=0), EisensteinHuPower(QUIJOTE_FIDUCIAL))
+    >>> f.displacement.shape, f.box_size
+    ((3, 16, 16, 16), 31.25)
+    """
+    delta, psi, box = linear_arrays(noise, power, box_size, convention=convention, dtype=dtype)
+    return InitialConditions(psi, delta, box, provenance={"source": "linear_field", "power": repr(power),
+                                                          "convention": convention})
