@@ -15,12 +15,12 @@ A runnable example (executed by the tests) is in ``docs/adapters/classy.md``.
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from ..checks import check_positive, check_real
 from ..cosmology.params import Cosmology
 from ..errors import ComputationError, InputError, require
 
@@ -132,8 +132,8 @@ class ClassPower:
         for key, value in params.items():
             if not isinstance(key, str):
                 raise InputError(f"CLASS parameter names must be str, got {key!r}")
-            if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
-                raise InputError(f"CLASS parameter {key!r} must be a str or a number, got {value!r}")
+            if not isinstance(value, str):
+                check_real(value, f"CLASS parameter {key!r}", what="a str or a number (finite)")
         pars = dict(params)
         outputs = [s.strip() for s in str(pars.get("output", "")).replace(",", " ").split() if s.strip()]
         pars["output"] = ",".join(outputs + [o for o in _OUTPUTS if o not in outputs])
@@ -180,9 +180,8 @@ class ClassPower:
         """
         if not isinstance(cosmology, Cosmology):
             raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
-        for key, value in (("k_max_h_mpc", k_max_h_mpc), ("z_max", z_max)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < np.inf:
-                raise InputError(f"{key} must be a finite number > 0, got {value!r}")
+        k_max_h_mpc = check_positive(k_max_h_mpc, "k_max_h_mpc")
+        z_max = check_positive(z_max, "z_max")
         if extra_params is not None and not isinstance(extra_params, Mapping):
             raise InputError(f"extra_params must be a dict or None, got {type(extra_params).__name__}")
         pars = {

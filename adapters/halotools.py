@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 
 import numpy as np
 
+from ..checks import check_int, check_real
 from ..cosmology.params import Cosmology
 from ..datatypes.halos import HaloCatalog
 from ..datatypes.snapshot import Snapshot
@@ -82,9 +82,7 @@ def _redshift(catalog, redshift):
         if catalog.a is None:
             raise InputError("the halo catalog has no scale factor a; pass redshift=")
         return 1.0 / catalog.a - 1.0
-    if isinstance(redshift, bool) or not isinstance(redshift, numbers.Real) or not -1 < float(redshift) < 1e3:
-        raise InputError(f"redshift must be a number in (-1, 1000), got {redshift!r}")
-    return float(redshift)
+    return check_real(redshift, "redshift", -1.0, 1e3, lo_open=True, hi_open=True)
 
 
 def particle_catalog(snapshot: Snapshot, n_particles: int | None = None, *, seed: int = 0):
@@ -112,11 +110,9 @@ def particle_catalog(snapshot: Snapshot, n_particles: int | None = None, *, seed
     if n_all < _MIN_PTCL:
         raise InputError(f"halotools needs at least {_MIN_PTCL} particles in a particle catalog; the snapshot "
                          f"has {n_all}")
-    if isinstance(n_sub, bool) or not isinstance(n_sub, numbers.Integral) or not _MIN_PTCL <= n_sub <= n_all:
-        raise InputError(f"n_particles must be an integer in [{_MIN_PTCL}, {n_all}], got {n_particles!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    keep = np.sort(np.random.default_rng(int(seed)).choice(n_all, size=int(n_sub), replace=False))
+    n_sub = check_int(n_sub, "n_particles", _MIN_PTCL, n_all)
+    seed = check_int(seed, "seed", 0)
+    keep = np.sort(np.random.default_rng(seed).choice(n_all, size=n_sub, replace=False))
     pos = np.asarray(snapshot.positions[keep], dtype=np.float64)
     vel = np.asarray(snapshot.velocities[keep], dtype=np.float64)
     sm = _sim_manager()

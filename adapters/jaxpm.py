@@ -59,14 +59,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 import os
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import scipy.fft
 
-from ..checks import check_real
+from ..checks import check_bool, check_int, check_real
 from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, require
 from ..simulator.backends import Backend, output_scale_factors, register_backend
@@ -172,22 +171,14 @@ class JaxPMBackend(Backend):
 
     def __init__(self, mesh_factor: int = 2, *, a_start: float = 0.1, lpt_order: int = 2,
                  rtol: float = 1e-4, atol: float = 1e-4, mxstep: int = 10000, compensate: bool = False):
-        if (isinstance(mesh_factor, bool) or not isinstance(mesh_factor, numbers.Integral)
-                or mesh_factor not in MESH_FACTORS):
-            raise InputError(f"mesh_factor must be an integer in {MESH_FACTORS}, got {mesh_factor!r}")
-        if isinstance(lpt_order, bool) or lpt_order not in (1, 2):
-            raise InputError(f"lpt_order must be 1 or 2, got {lpt_order!r}")
-        if isinstance(mxstep, bool) or not isinstance(mxstep, numbers.Integral) or not 10 <= mxstep <= 100000:
-            raise InputError(f"mxstep must be an integer in [10, 100000], got {mxstep!r}")
-        self.mesh_factor = int(mesh_factor)
+        self.mesh_factor = check_int(mesh_factor, "mesh_factor", MESH_FACTORS[0], MESH_FACTORS[-1],
+                                     what=f"an integer in {MESH_FACTORS}")
         self.a_start = check_real(a_start, "a_start", 0.01, 0.5)
-        self.lpt_order = int(lpt_order)
+        self.lpt_order = check_int(lpt_order, "lpt_order", 1, 2, what="1 or 2")
         self.rtol = check_real(rtol, "rtol", 1e-7, 1e-1)
         self.atol = check_real(atol, "atol", 1e-7, 1e-1)
-        self.mxstep = int(mxstep)
-        if not isinstance(compensate, bool):
-            raise InputError(f"compensate must be True or False, got {compensate!r}")
-        self.compensate = compensate
+        self.mxstep = check_int(mxstep, "mxstep", 10, 100000)
+        self.compensate = check_bool(compensate, "compensate")
         _jax_modules()  # MissingDependencyError naming the extra now, not at the first run
 
     def describe(self) -> dict:

@@ -36,10 +36,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import numbers
 
 import numpy as np
 
+from ..checks import check_int
 from ..cosmology import growth
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_to_json
@@ -155,11 +155,7 @@ def _comm(comm):
 
 
 def _check_n_mesh(n_mesh, default):
-    if n_mesh is None:
-        return default
-    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or not 1 <= n_mesh <= 8192:
-        raise InputError(f"Nmesh must be an integer in [1, 8192], got {n_mesh!r}")
-    return int(n_mesh)
+    return default if n_mesh is None else check_int(n_mesh, "Nmesh", 1, 8192)
 
 
 def catalog_from_snapshot(snapshot: Snapshot, *, Nmesh: int | None = None, comm=None, seed: int | None = None,

@@ -23,11 +23,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import numbers
 
 import numpy as np
 
-from ..checks import check_real
+from ..checks import check_int, check_real
 from ..errors import ComputationError, InputError, require
 from ..ics.conditions import InitialConditions
 from ..ics.linear import divergence
@@ -105,8 +104,7 @@ def linear_ics_from_particles(ptcl, cosmo, conf, *, iterations: int = 4) -> Init
     InitialConditions
         From the recovered density (``from_linear_density``).
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or not 1 <= iterations <= 20:
-        raise InputError(f"iterations must be an integer in [1, 20], got {iterations!r}")
+    iterations = check_int(iterations, "iterations", 1, 20)
     pmwd = pmwd_modules()
     spec = grid_from_configuration(conf)
     cosmo = _growth_tables(cosmo, conf)
@@ -193,17 +191,11 @@ class PmwdBackend(Backend):
     name = "pmwd"
 
     def __init__(self, mesh_factor: int = 3, *, steps: int = 32, a_start: float = 1 / 16, lpt_order: int = 2):
-        if (isinstance(mesh_factor, bool) or not isinstance(mesh_factor, numbers.Integral)
-                or mesh_factor not in MESH_FACTORS):
-            raise InputError(f"mesh_factor must be an integer in {MESH_FACTORS}, got {mesh_factor!r}")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= 10000:
-            raise InputError(f"steps must be an integer in [1, 10000], got {steps!r}")
-        if isinstance(lpt_order, bool) or lpt_order not in (1, 2):
-            raise InputError(f"lpt_order must be 1 or 2, got {lpt_order!r}")
-        self.mesh_factor = int(mesh_factor)
-        self.steps = int(steps)
+        self.mesh_factor = check_int(mesh_factor, "mesh_factor", MESH_FACTORS[0], MESH_FACTORS[-1],
+                                     what=f"an integer in {MESH_FACTORS}")
+        self.steps = check_int(steps, "steps", 1, 10000)
         self.a_start = check_real(a_start, "a_start", 0.01, 0.5)
-        self.lpt_order = int(lpt_order)
+        self.lpt_order = check_int(lpt_order, "lpt_order", 1, 2, what="1 or 2")
         pmwd_modules()  # MissingDependencyError naming the extra now, not at the first run
 
     def describe(self) -> dict:

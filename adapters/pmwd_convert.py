@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -47,7 +46,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 from scipy.special import hyp2f1
 
-from ..checks import check_real
+from ..checks import check_int, check_positive, check_real
 from ..cosmology.params import Cosmology
 from ..errors import ComputationError, InputError, require
 from ._jax_state import restore_jax_x64
@@ -61,6 +60,12 @@ __all__ = [
     "grid_from_configuration",
     "to_pmwd_cosmology",
     "from_pmwd_cosmology",
+    "check_grid",
+    "check_lcdm",
+    "jax_module",
+    "length_unit_mpc_h",
+    "velocity_unit_km_s",
+    "pmwd_version",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,14 +73,10 @@ logger = logging.getLogger(__name__)
 _EXTRA = "pmwd"
 
 
-def _real(value, key, lo, hi, lo_open=True, hi_open=False) -> float:
-    """:func:`check_real` with this module's default of a range open below."""
-    return check_real(value, key, lo, hi, lo_open=lo_open, hi_open=hi_open)
-
-
 # -- importing pmwd without leaving JAX's x64 flag changed ------------------------------------
 
-def _jax():
+def jax_module():
+    """The ``jax`` module (:class:`~emu_backend.errors.MissingDependencyError` naming the ``pmwd`` extra)."""
     return require("jax", _EXTRA)
 
 
@@ -87,7 +88,7 @@ def pmwd_modules():
     module
         The ``pmwd`` package.
     """
-    _jax()
+    jax_module()
     if "pmwd" in sys.modules and sys.modules["pmwd"] is not None:
         return sys.modules["pmwd"]
     with restore_jax_x64("pmwd (its computations run inside pmwd_x64())"):
@@ -103,7 +104,7 @@ def pmwd_x64():
     >>> with pmwd_x64():  # doctest: +SKIP
     ...     ptcl, obsvbl = pmwd.lpt(modes, cosmo, conf)
     """
-    jax = _jax()
+    jax = jax_module()
     pmwd_modules()
     with jax.enable_x64(True):
         yield
@@ -121,9 +122,7 @@ def pmwd_growth_today(omega_m: float) -> float:
     >>> round(pmwd_growth_today(0.3175), 6)
     0.789246
     """
-    if isinstance(omega_m, bool) or not isinstance(omega_m, numbers.Real) or not 0.0 < float(omega_m) <= 1.0:
-        raise InputError(f"omega_m must be a number in (0, 1], got {omega_m!r}")
-    om = float(omega_m)
+    om = check_real(omega_m, "omega_m", 0.0, 1.0, lo_open=True)
     return float(hyp2f1(1.0, 1.0 / 3.0, 11.0 / 6.0, -(1.0 - om) / om))
 
 
@@ -162,12 +161,12 @@ class GridSpec:
         return self.n_mesh / self.n
 
 
-def _length_mpc_h(conf) -> float:
+def length_unit_mpc_h(conf) -> float:
     """Mpc/h per pmwd length unit ``[L]``."""
     return float(conf.L) / float(conf.Mpc_SI)
 
 
-def _velocity_km_s(conf) -> float:
+def velocity_unit_km_s(conf) -> float:
     """km/s per pmwd velocity unit ``[V] = [H_0 L]``."""
     return float(conf.V) / 1e3
 
@@ -206,15 +205,13 @@ def configuration_from_grid(n: int, box_size: float, *, mesh_factor: float = 1, 
     >>> conf.ptcl_spacing, conf.mesh_shape  # doctest: +SKIP
     (2.0, (32, 32, 32))
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
-        raise InputError(f"n must be an integer >= 2 particles per side, got {n!r}")
-    box = _real(box_size, "box_size [Mpc/h]", 0.0, math.inf, hi_open=True)
-    m = _real(mesh_factor, "mesh_factor", 1.0, 8.0, lo_open=False)
-    a0 = _real(a_start, "a_start", 0.0, 1.0, hi_open=True)
-    a1 = _real(a_stop, "a_stop", a0, 1.5)
-    step = _real(a_nbody_maxstep, "a_nbody_maxstep", 0.0, a1 - a0)
-    if isinstance(lpt_order, bool) or lpt_order not in (1, 2):
-        raise InputError(f"lpt_order must be 1 or 2, got {lpt_order!r}")
+    n = check_int(n, "n", 2, what="an integer >= 2 particles per side")
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    m = check_real(mesh_factor, "mesh_factor", 1.0, 8.0)
+    a0 = check_real(a_start, "a_start", 0.0, 1.0, lo_open=True, hi_open=True)
+    a1 = check_real(a_stop, "a_stop", a0, 1.5, lo_open=True)
+    step = check_real(a_nbody_maxstep, "a_nbody_maxstep", 0.0, a1 - a0, lo_open=True)
+    lpt_order = check_int(lpt_order, "lpt_order", 1, 2, what="1 or 2")
     bad = sorted({"M", "L", "T", "ptcl_spacing", "ptcl_grid_shape", "mesh_shape"} & set(options))
     if bad:
         raise InputError(f"Configuration option(s) {bad} are set by this function's own arguments or "
@@ -243,13 +240,14 @@ def grid_from_configuration(conf) -> GridSpec:
     if len(shape) != 3 or len(set(shape)) != 1 or len(set(mesh)) != 1:
         raise InputError(f"only cubic 3D grids convert to ours; got ptcl_grid_shape={shape}, mesh_shape={mesh}")
     n = int(shape[0])
-    return GridSpec(n=n, box_size=float(conf.ptcl_spacing) * n * _length_mpc_h(conf), n_mesh=int(mesh[0]),
+    return GridSpec(n=n, box_size=float(conf.ptcl_spacing) * n * length_unit_mpc_h(conf), n_mesh=int(mesh[0]),
                     a_start=float(conf.a_start), a_stop=float(conf.a_stop),
                     a_nbody_maxstep=float(conf.a_nbody_maxstep), lpt_order=int(conf.lpt_order))
 
 
 # -- Cosmology <-> ours ------------------------------------------------------------------------
-def _check_lcdm(cosmo):
+def check_lcdm(cosmo):
+    """Refuse anything but a flat LambdaCDM ``pmwd.Cosmology`` (:class:`InputError`)."""
     pmwd = pmwd_modules()
     if not isinstance(cosmo, pmwd.Cosmology):
         raise InputError(f"cosmo must be a pmwd.Cosmology, got {type(cosmo).__name__}")
@@ -324,7 +322,7 @@ def from_pmwd_cosmology(cosmo, *, amplitude: str = "A_s", name: str = "pmwd") ->
     """
     if amplitude not in ("A_s", "sigma8"):
         raise InputError(f"amplitude must be 'A_s' or 'sigma8', got {amplitude!r}")
-    _check_lcdm(cosmo)
+    check_lcdm(cosmo)
     kw = {"omega_m": float(cosmo.Omega_m), "omega_b": float(cosmo.Omega_b), "h": float(cosmo.h),
           "n_s": float(cosmo.n_s), "name": name}
     if amplitude == "A_s":
@@ -336,14 +334,15 @@ def from_pmwd_cosmology(cosmo, *, amplitude: str = "A_s", name: str = "pmwd") ->
     return Cosmology(sigma8=sigma8, A_s=None, **kw)
 
 
-def _check_grid(spec: GridSpec, n: int, box_size: float, what: str):
+def check_grid(spec: GridSpec, n: int, box_size: float, what: str):
+    """Refuse a ``what`` (ICs, snapshot) whose ``n`` or box differs from the configuration's ``spec``."""
     if spec.n != n or not math.isclose(spec.box_size, box_size, rel_tol=1e-9):
         raise InputError(f"{what} has n={n}, box {box_size} Mpc/h but the configuration has n={spec.n}, "
                          f"box {spec.box_size} Mpc/h")
 
 
-def _pmwd_version():
-
+def pmwd_version():
+    """The installed pmwd's version, or None."""
     try:
         return version("pmwd")
     except PackageNotFoundError:  # pragma: no cover

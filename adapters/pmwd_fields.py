@@ -14,22 +14,22 @@ import logging
 import numpy as np
 import scipy.fft
 
+from ..checks import check_real
 from ..cosmology.params import Cosmology
-from ..datatypes.snapshot import Snapshot
+from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import InputError
 from ..ics.conditions import InitialConditions
 from .pmwd_convert import (
-    _check_grid,
-    _check_lcdm,
-    _jax,
-    _length_mpc_h,
-    _pmwd_version,
-    _real,
-    _velocity_km_s,
+    check_grid,
+    check_lcdm,
     grid_from_configuration,
+    jax_module,
+    length_unit_mpc_h,
     pmwd_growth_today,
     pmwd_modules,
+    pmwd_version,
     pmwd_x64,
+    velocity_unit_km_s,
 )
 
 __all__ = [
@@ -72,7 +72,7 @@ def initial_conditions_from_modes(modes, cosmo, conf, *, white_noise: bool = Fal
     """
     pmwd = pmwd_modules()
     spec = grid_from_configuration(conf)
-    _check_lcdm(cosmo)
+    check_lcdm(cosmo)
     n = spec.n
     arr = np.asarray(modes)
     if arr.shape == (n, n, n // 2 + 1) and np.iscomplexobj(arr):
@@ -93,7 +93,7 @@ def initial_conditions_from_modes(modes, cosmo, conf, *, white_noise: bool = Fal
     else:
         delta = arr.astype(np.float64)
     delta *= pmwd_growth_today(float(cosmo.Omega_m))
-    prov = {"source": "pmwd_modes", "white_noise": bool(white_noise), "pmwd_version": _pmwd_version()}
+    prov = {"source": "pmwd_modes", "white_noise": bool(white_noise), "pmwd_version": pmwd_version()}
     return InitialConditions.from_linear_density(delta, spec.box_size, seed=seed, provenance=prov)
 
 
@@ -106,12 +106,12 @@ def modes_from_initial_conditions(ics: InitialConditions, cosmo, conf):
     if not isinstance(ics, InitialConditions):
         raise InputError(f"ics must be InitialConditions, got {type(ics).__name__}")
     spec = grid_from_configuration(conf)
-    _check_grid(spec, ics.n, ics.box_size, "ics")
-    _check_lcdm(cosmo)
+    check_grid(spec, ics.n, ics.box_size, "ics")
+    check_lcdm(cosmo)
     modes = scipy.fft.rfftn(ics.density.astype(np.float64))
     modes *= float(conf.ptcl_cell_vol) / pmwd_growth_today(float(cosmo.Omega_m))
     cdtype = np.complex64 if np.dtype(conf.float_dtype) == np.float32 else np.complex128
-    jax = _jax()
+    jax = jax_module()
     with pmwd_x64():
         return jax.numpy.asarray(modes.astype(cdtype))
 
@@ -127,10 +127,10 @@ def particles_from_snapshot(snapshot: Snapshot, conf):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
     pmwd = pmwd_modules()
     spec = grid_from_configuration(conf)
-    _check_grid(spec, snapshot.grid, snapshot.box_size, "snapshot")
-    dis = snapshot.displacement_field().reshape(3, -1).T.astype(np.float64) / _length_mpc_h(conf)
-    vel = snapshot.velocity_field().reshape(3, -1).T.astype(np.float64) * (snapshot.a / _velocity_km_s(conf))
-    jnp = _jax().numpy
+    check_grid(spec, snapshot.grid, snapshot.box_size, "snapshot")
+    dis = snapshot.displacement_field().reshape(3, -1).T.astype(np.float64) / length_unit_mpc_h(conf)
+    vel = snapshot.velocity_field().reshape(3, -1).T.astype(np.float64) * (snapshot.a / velocity_unit_km_s(conf))
+    jnp = jax_module().numpy
     with pmwd_x64():
         grid = pmwd.Particles.gen_grid(conf)
         disp = np.asarray(grid.disp, dtype=np.float64) + dis
@@ -164,7 +164,7 @@ def lagrangian_displacement(ptcl) -> np.ndarray:
     dpmid = np.asarray(ptcl.pmid, dtype=np.int64) - np.asarray(grid.pmid, dtype=np.int64)
     dpmid -= mesh * np.round(dpmid / mesh).astype(np.int64)  # pmid may be wrapped or not
     dis = dpmid * float(conf.cell_size) + (np.asarray(ptcl.disp, np.float64) - np.asarray(grid.disp, np.float64))
-    return dis * _length_mpc_h(conf)
+    return dis * length_unit_mpc_h(conf)
 
 
 def snapshot_from_particles(ptcl, a: float, cosmology: Cosmology, *, meta: dict | None = None) -> Snapshot:
@@ -190,14 +190,14 @@ def snapshot_from_particles(ptcl, a: float, cosmology: Cosmology, *, meta: dict 
     pmwd = pmwd_modules()
     if not isinstance(ptcl, pmwd.Particles):
         raise InputError(f"ptcl must be pmwd.Particles, got {type(ptcl).__name__}")
-    a = _real(a, "a", 0.0, 1.5)
+    a = check_real(a, "a", 0.0, A_MAX, lo_open=True)
     conf = ptcl.conf
     spec = grid_from_configuration(conf)
     n = spec.n
     if ptcl.vel is None:
         raise InputError("ptcl.vel is None: pmwd Particles without velocities cannot become a Snapshot")
     dis = lagrangian_displacement(ptcl)
-    vel = np.asarray(ptcl.vel, dtype=np.float64) * (_velocity_km_s(conf) / a)
+    vel = np.asarray(ptcl.vel, dtype=np.float64) * (velocity_unit_km_s(conf) / a)
     if not (np.isfinite(dis).all() and np.isfinite(vel).all()):
         raise InputError("ptcl has NaN or inf displacements or velocities")
     return Snapshot.from_displacement(dis.T.reshape(3, n, n, n), vel.T.reshape(3, n, n, n), a, spec.box_size,

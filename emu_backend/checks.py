@@ -1,4 +1,5 @@
-"""Validation of scalar arguments shared by the package: one message format for every check.
+"""Validation of arguments shared by the package (numbers, lists of numbers, choices, point arrays, dtypes):
+one message format for every check.
 
 Every function returns the checked value in its canonical Python type or raises
 :class:`~emu_backend.errors.InputError` naming the argument, the value and what is allowed. Use these
@@ -10,21 +11,34 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_real", "check_positive", "check_int", "check_choice", "check_bool", "check_points"]
+__all__ = [
+    "check_real",
+    "check_reals",
+    "check_positive",
+    "check_int",
+    "check_choice",
+    "check_bool",
+    "check_points",
+    "check_float_dtype",
+]
 
 
 def _is_real(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
+def _label(name: str, unit: str | None) -> str:
+    return name if unit is None else f"{name} [{unit}]"
+
+
 def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
-               hi_open: bool = False) -> float:
+               hi_open: bool = False, unit: str | None = None, what: str | None = None) -> float:
     """``value`` as a float if it is a finite real number in the range, else :class:`InputError`.
 
     Parameters
@@ -35,48 +49,111 @@ def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, 
         Its name in the error message.
     lo, hi : float
         Range bounds; ``lo_open`` / ``hi_open`` exclude them.
+    unit : str, optional
+        Unit shown after the name (``"box_size [Mpc/h] = ..."``).
+    what : str, optional
+        What is allowed, in words; the message is then ``"<key> must be <what>, got <value>"`` for every
+        failure.
 
     Examples
     --------
     >>> check_real(0.5, "a", 0.0, 1.0)
     0.5
+    >>> check_real(2.0, "a", 0.0, 1.0, what="a scale factor in [0, 1]")
+    Traceback (most recent call last):
+    ...
+    emu_backend.errors.InputError: a must be a scale factor in [0, 1], got 2.0
     """
-    if not _is_real(value) or not math.isfinite(float(value)):
-        raise InputError(f"{key} must be a finite number, got {value!r}")
-    v = float(value)
-    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-        raise InputError(f"{key} = {value!r} is outside the allowed range "
-                         f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-    return v
+    label = _label(key, unit)
+    finite = _is_real(value) and math.isfinite(float(value))
+    v = float(value) if finite else math.nan
+    inside = finite and not ((v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi))
+    if inside:
+        return v
+    if what is not None:
+        raise InputError(f"{label} must be {what}, got {value!r}")
+    if not finite:
+        raise InputError(f"{label} must be a finite number, got {value!r}")
+    left = "(" if lo_open or lo == -math.inf else "["
+    right = ")" if hi_open or hi == math.inf else "]"
+    raise InputError(f"{label} = {value!r} is outside the allowed range {left}{lo}, {hi}{right}")
 
 
-def check_positive(value, name: str) -> float:
+def check_reals(values, name: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                hi_open: bool = False, unit: str | None = None, item: str = "value") -> list[float]:
+    """One real number or a non-empty sequence of them, each checked by :func:`check_real`, as a list.
+
+    Parameters
+    ----------
+    values : real or sequence of real or 1-d array
+        The argument (strings are refused).
+    name : str
+        Its name in the error message.
+    lo, hi, lo_open, hi_open, unit
+        As :func:`check_real`, for every entry.
+    item : str
+        What one entry is, for the message of an empty sequence (``"redshift"``).
+
+    Examples
+    --------
+    >>> check_reals(0.5, "z"), check_reals([0.0, 1], "z", -1.0, lo_open=True)
+    ([0.5], [0.0, 1.0])
+    """
+    if _is_real(values) or (isinstance(values, np.ndarray) and values.ndim == 0):
+        seq = [values.item() if isinstance(values, np.ndarray) else values]
+    elif isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, (str, bytes)):
+        seq = list(np.ravel(values)) if isinstance(values, np.ndarray) else list(values)
+    else:
+        raise InputError(f"{name} must be a number or a sequence of numbers, got {values!r}")
+    if not seq:
+        raise InputError(f"{name} must name at least one {item} (a number or a non-empty sequence), got {values!r}")
+    return [check_real(v, name, lo, hi, lo_open=lo_open, hi_open=hi_open, unit=unit) for v in seq]
+
+
+def check_positive(value, name: str, *, unit: str | None = None, what: str | None = None) -> float:
     """``value`` as a float if it is a finite real number > 0, else :class:`InputError`.
+
+    ``unit`` is shown after the name; ``what`` replaces "a finite number > 0" in the message.
 
     Examples
     --------
     >>> check_positive(2, "box_size")
     2.0
+    >>> check_positive(0.0, "box_size", unit="Mpc/h")
+    Traceback (most recent call last):
+    ...
+    emu_backend.errors.InputError: box_size [Mpc/h] must be a finite number > 0, got 0.0
     """
     if not _is_real(value) or not math.isfinite(float(value)) or value <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InputError(f"{_label(name, unit)} must be {what or 'a finite number > 0'}, got {value!r}")
     return float(value)
 
 
-def check_int(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
+def check_int(value, name: str, lo: int | None = None, hi: int | None = None, *, what: str | None = None) -> int:
     """``value`` as an int if it is an integer (Python or NumPy, not bool) in ``[lo, hi]``.
+
+    ``what`` replaces the wording of what is allowed ("an integer >= 2", "a non-negative integer") in the
+    message.
 
     Examples
     --------
     >>> check_int(8, "n", 2)
     8
+    >>> check_int(-1, "seed", 0)
+    Traceback (most recent call last):
+    ...
+    emu_backend.errors.InputError: seed must be a non-negative integer, got -1
     """
     ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
     if ok and ((lo is not None and value < lo) or (hi is not None and value > hi)):
         ok = False
     if not ok:
-        if lo is not None and hi is not None:
+        if what is not None:
+            want = what
+        elif lo is not None and hi is not None:
             want = f"an integer in [{lo}, {hi}]"
+        elif lo == 0:
+            want = "a non-negative integer"
         elif lo is not None:
             want = f"an integer >= {lo}"
         elif hi is not None:
@@ -130,3 +207,20 @@ def check_points(values, name: str, unit: str) -> np.ndarray:
         bad = int(np.argwhere(~np.isfinite(arr))[0][0])
         raise InputError(f"{name} must be finite; particle {bad} has {arr[bad].tolist()}")
     return arr
+
+
+def check_float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a NumPy dtype if it is float32 or float64, else :class:`InputError`.
+
+    Examples
+    --------
+    >>> check_float_dtype("float32")
+    dtype('float32')
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise InputError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InputError(f"{name} must be float32 or float64, got {dt}")
+    return dt

@@ -1,6 +1,6 @@
 """Source shared by the kill-and-resume tests' child scripts: stop after K flushed batches.
 
-``STALL_SOURCE`` defines ``stall_after(k)``, which patches ``Emulator.predict_batches`` so that the
+``STALL_SOURCE`` defines ``stall_after(k)``, which patches ``Emulator.run_plan`` so that the
 process prints READY and sleeps after its k-th batch (the tests then SIGKILL it). The child scripts
 are written to temporary folders, so they get this as source text, not as an import.
 """
@@ -12,7 +12,7 @@ STALL_SOURCE = textwrap.dedent("""
     from emu_backend.inference import Emulator
 
     def stall_after(k):
-        orig = Emulator.predict_batches
+        orig = Emulator.run_plan
         def stalling(self, *args, **kwargs):
             def gen():
                 for i, batch in enumerate(orig(self, *args, **kwargs)):
@@ -20,5 +20,5 @@ STALL_SOURCE = textwrap.dedent("""
                     if i + 1 == k:
                         print("READY", flush=True); time.sleep(600)
             return gen()
-        Emulator.predict_batches = stalling
+        Emulator.run_plan = stalling
 """)

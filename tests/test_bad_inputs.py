@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _untrusted_inputs import reliability_cases  # tests/_untrusted_inputs.py
 from emu_backend.validation.bispectrum import bispectrum
 from emu_backend.validation.halos import find_halos
 from emu_backend.validation.power import power_spectrum
@@ -34,7 +35,6 @@ from emu_backend.validation.rsd import multipoles
 
 import emu_backend.cli.main as cli_main
 from emu_backend.checkpoints import load_model_file, load_published, read_jax_npz, save_model_file
-from emu_backend.cli.config import load_toml
 from emu_backend.cli.main import main
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, Cosmology, EisensteinHuPower, TabulatedPower
 from emu_backend.datatypes import Snapshot
@@ -55,6 +55,7 @@ from emu_backend.io.subfind import read_fof_groups
 from emu_backend.io.training_sample import TrainingSample, read_training_sample
 from emu_backend.mesh import paint
 from emu_backend.nn import StyledVNet, VNetArch
+from emu_backend.pipelines.run_config import load_toml
 from emu_backend.simulator import EmulatorBackend, get_backend, simulate
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -236,7 +237,7 @@ CASES = [
          lambda c: c.emu.predict(c.good, 0.3, [0.0, -0.5], tile_size=8), DomainError, r"z = -0\.5 is outside"),
     Case("predict-omega-m-string", "API", "Emulator.predict: omega_m = '0.3' (a string)",
          lambda c: c.emu.predict(c.good, "0.3", 0.0, tile_size=8), InputError,
-         r"omega_m must be a real number, got '0\.3'"),
+         r"omega_m must be finite and in \(0, 1\], got '0\.3'"),
     Case("predict-tile-not-multiple", "API", "Emulator.predict: tile_size = 12",
          lambda c: c.emu.predict(c.good, 0.3, 0.0, tile_size=12), InputError,
          r"tile size must be a positive multiple of 8.*got 12"),
@@ -248,7 +249,7 @@ CASES = [
          r"batch_size must be a positive integer, got 0"),
     Case("predict-box-negative", "API", "Emulator.predict: box_size = -1",
          lambda c: c.emu.predict(c.good, 0.3, 0.0, tile_size=8, box_size=-1.0), InputError,
-         r"box_size must be positive, got -1\.0"),
+         r"box_size must be positive and finite, got -1\.0"),
     Case("predict-out-shape", "API", "Emulator.predict: out arrays of shape (3, 4, 4, 4) for an 8^3 box",
          lambda c: c.emu.predict(c.good, 0.3, 0.0, tile_size=8, out=[(_zeros(3, 4, 4, 4), _zeros(3, 4, 4, 4))]),
          InputError, r"out\[0\] must be .* shape \(3, 8, 8, 8\), got shapes \(\(3, 4, 4, 4\)"),
@@ -259,13 +260,13 @@ CASES = [
          lambda c: Emulator(c.emu.model, device="tpu"), InputError, r"unknown device 'tpu'"),
     Case("emulator-precision", "API", "Emulator(precision='fp8')",
          lambda c: Emulator(c.emu.model, precision="fp8"), InputError,
-         r"precision must be one of \('fp32', 'tf32', 'bf16', 'fp16'\), got 'fp8'"),
+         r"precision must be one of \['fp32', 'tf32', 'bf16', 'fp16'\], got 'fp8'"),
     Case("emulator-tf32-cpu", "API", "Emulator(precision='tf32') on a CPU",
          lambda c: Emulator(c.emu.model, precision="tf32"), InputError,
          r"precision 'tf32' needs a CUDA device, got 'cpu'; on cpu use one of \('fp32', 'bf16', 'fp16'\)"),
     Case("emulator-compile-mode", "API", "Emulator(compile_mode='fastest')",
          lambda c: Emulator(c.emu.model, compile_mode="fastest"), InputError,
-         r"compile_mode must be None or one of \('default', 'reduce-overhead', .*\), got 'fastest'"),
+         r"compile_mode must be one of \[None, 'default', 'reduce-overhead', .*\], got 'fastest'"),
     Case("model-wrong-style-size", "API", "ZdepConvention(StyledVNet(style_size=1)): an emu network as zdep",
          lambda c: ZdepConvention(StyledVNet(1, width=2)), InputError, r"map2map_zdep needs style_size 2, got 1"),
     Case("from-checkpoint-kind", "API", "Emulator.from_checkpoint(model='d2d') (unknown kind)",
@@ -312,7 +313,7 @@ CASES = [
          r"noise contains 1 non-finite value"),
     Case("linear-field-zero-box", "API", "linear_field(box_size=0)",
          lambda c: linear_field(_zeros(8, 8, 8), c.eh, 0.0), InputError,
-         r"box_size \[Mpc/h\] must be finite and > 0, got 0\.0"),
+         r"box_size \[Mpc/h\] must be a finite number > 0, got 0\.0"),
     Case("linear-field-dtype", "API", "linear_field(dtype=int32)",
          lambda c: linear_field(_zeros(8, 8, 8), c.eh, dtype=np.int32), InputError,
          r"dtype must be float32 or float64, got int32"),
@@ -324,7 +325,7 @@ CASES = [
          r"grid size n must be an integer >= 2, got -8"),
     Case("ics-negative-box", "API", "InitialConditions.from_linear_density(box_size=-10)",
          lambda c: InitialConditions.from_linear_density(_zeros(8, 8, 8), -10.0), InputError,
-         r"box_size \[Mpc/h\] must be finite and > 0, got -10\.0"),
+         r"box_size \[Mpc/h\] must be a finite number > 0, got -10\.0"),
     Case("ics-provenance-type", "API", "InitialConditions.from_linear_density(provenance=['x'])",
          lambda c: InitialConditions.from_linear_density(_zeros(8, 8, 8), 10.0, provenance=["x"]), InputError,
          r"provenance must be a dict or None, got list: \['x'\]"),
@@ -339,7 +340,7 @@ CASES = [
          r"give exactly one of z and a .*got z=0\.0, a=1\.0"),
     Case("simulate-a-range", "API", "simulate(a=2.0) (a > 1.5)",
          lambda c: simulate(c.ics, QUIJOTE_FIDUCIAL, a=2.0, backend="za"), InputError,
-         r"scale factor a = 2\.0 is outside the allowed range \(0, 1\.5\]"),
+         r"scale factor a = 2\.0 is outside the allowed range \(0\.0, 1\.5\]"),
     Case("simulate-emulator-cell-size", "API", "simulate with the emulator, ICs n = 8 in a 100 Mpc/h box",
          lambda c: simulate(c.ics_box100, QUIJOTE_FIDUCIAL, z=0.0, backend=EmulatorBackend(c.emu, tile_size=8)),
          DomainError, r"cell size box_size/n = 100\.0/8 = 12\.5 Mpc/h differs .*use box_size = 15\.625"),
@@ -396,7 +397,7 @@ CASES = [
          r"unknown config key\(s\) \['grdi'\]"),
     Case("cli-wrong-type", "CLI", "TOML config grid = \"16\" (a string)",
          lambda c: ["--config", _toml(c, "type.toml", 'grid = "16"\n'), "--out", str(c.dir / "never_written")],
-         InputError, r"config key 'grid' must be an integer, got '16'"),
+         InputError, r"config key 'grid' must be an integer in \[8, 4096\], got '16'"),
     Case("cli-unknown-cosmology-key", "CLI", "TOML [cosmology] with unknown key 'w0'",
          lambda c: [*_cli(c), "--config", _toml(c, "w0.toml", "[cosmology]\nomega_m = 0.3\nw0 = -0.9\n")],
          InputError, r"unknown config key\(s\) \['cosmology\.w0'\]"),
@@ -407,17 +408,17 @@ CASES = [
          lambda c: ["--config", _toml(c, "za.toml", "z = [0.0]\na = [1.0]\n"), "--out", str(c.dir / "never_written")],
          InputError, r"config keys 'z' and 'a' are exclusive"),
     Case("cli-grid-negative", "CLI", "--grid -8",
-         lambda c: [*_cli(c), "--grid", "-8"], InputError, r"config key 'grid' must be in \[8, 4096\], got -8"),
+         lambda c: [*_cli(c), "--grid", "-8"], InputError, r"config key 'grid' must be an integer in \[8, 4096\], got -8"),
     Case("cli-box-zero", "CLI", "--box-size 0",
-         lambda c: [*_cli(c), "--box-size", "0"], InputError, r"config key 'box_size' must be > 0\.0, got 0\.0"),
+         lambda c: [*_cli(c), "--box-size", "0"], InputError, r"config key 'box_size' must be a finite number > 0\.0, got 0\.0"),
     Case("cli-tile-zero", "CLI", "--tile 0",
-         lambda c: [*_cli(c), "--tile", "0"], InputError, r"config key 'tile' must be in \[8, 1024\], got 0"),
+         lambda c: [*_cli(c), "--tile", "0"], InputError, r"config key 'tile' must be an integer in \[8, 1024\], got 0"),
     Case("cli-batch-zero", "CLI", "--batch 0",
-         lambda c: [*_cli(c), "--batch", "0"], InputError, r"config key 'batch' must be in \[1, 4096\], got 0"),
+         lambda c: [*_cli(c), "--batch", "0"], InputError, r"config key 'batch' must be an integer in \[1, 4096\], got 0"),
     Case("cli-seed-negative", "CLI", "--seed -1",
-         lambda c: [*_cli(c), "--seed", "-1"], InputError, r"config key 'seed' must be in \[0, .*\], got -1"),
+         lambda c: [*_cli(c), "--seed", "-1"], InputError, r"config key 'seed' must be an integer in \[0, .*\], got -1"),
     Case("cli-n-files-zero", "CLI", "--n-files 0",
-         lambda c: [*_cli(c), "--n-files", "0"], InputError, r"config key 'n_files' must be in \[1, 512\], got 0"),
+         lambda c: [*_cli(c), "--n-files", "0"], InputError, r"config key 'n_files' must be an integer in \[1, 512\], got 0"),
     Case("cli-omega-m-invalid", "CLI", "--omega-m 1.5 (not a matter density)",
          lambda c: [*_cli(c), "--omega-m", "1.5"], InputError, r"omega_m = 1\.5 is outside the allowed range \(0\.0, 1\.0\)"),
     Case("cli-omega-m-domain", "CLI", "--omega-m 0.7 with the emulator (trained [0.1, 0.5])",
@@ -571,7 +572,7 @@ CASES = [
          r"displacement contains NaN or inf"),
     Case("find-halos-b", "API", "find_halos with linking length b = -1",
          lambda c: find_halos(_zeros(8, 3), _zeros(8, 3), 10.0, 1e10, b=-1), InputError,
-         r"linking length b must be a finite number > 0, got -1"),
+         r"linking length b \[mean separations\] = -1 is outside the allowed range \(0\.0, 1\.0\)"),
     Case("multipoles-los", "API", "multipoles with line of sight axis 3",
          lambda c: multipoles(_zeros(8, 3), _zeros(8, 3), 10.0, 8, 1.0, 0.3, los=3), InputError,
          r"los must be the mesh axis 0, 1 or 2, got 3"),
@@ -607,6 +608,7 @@ CASES = [
          lambda c: TabulatedPower.from_file(c.dir / "pk_negative.txt"), FileFormatError,
          r"'.*pk_negative\.txt': table P \[\(Mpc/h\)\^3\] must be finite and > 0; got P\[0\]=-1\.0"),
 ]
+CASES += reliability_cases(Case)  # untrusted weight files, resumed runs
 
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import emu_backend
-from emu_backend.cli.config import RunConfig, config_from_mapping
 from emu_backend.cli.main import main
-from emu_backend.cli.plot import png_metadata
 from emu_backend.cosmology import PLANCK18, QUIJOTE_FIDUCIAL
 from emu_backend.errors import InputError
 from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.io.fields import read_fields
 from emu_backend.nn import StyledVNet
+from emu_backend.pipelines.plot import png_metadata
+from emu_backend.pipelines.run_config import RunConfig, config_from_mapping
 
 FAST = ["--backend", "za", "-n", "16"]
 
@@ -209,3 +209,82 @@ def test_help_and_module_entry_point(capsys):
     res = subprocess.run([sys.executable, "-m", "emu_backend", "--version"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and emu_backend.__version__ in res.stdout
+
+
+def test_every_subcommand_has_the_same_shape():
+    """Each subcommand is a module with NAME, HELP, add_arguments and handle, and none imports cli.main."""
+    import ast
+    import inspect
+
+    from emu_backend.cli.main import SUBCOMMANDS
+
+    assert list(SUBCOMMANDS) == ["run", "validate", "make-training-set", "predict", "train"]
+    for name, module in SUBCOMMANDS.items():
+        assert module.NAME == name and isinstance(module.HELP, str) and module.HELP
+        assert callable(module.add_arguments) and callable(module.handle)
+        imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module)))
+                    if isinstance(node, ast.ImportFrom)}
+        assert "main" not in imported and "emu_backend.cli.main" not in imported, name
+
+
+@pytest.mark.parametrize("flags, toml", [
+    (["--tile-size", "16", "--batch-size", "2"], ""),
+    (["--tile", "16", "--batch", "2"], ""),
+    ([], "tile_size = 16\nbatch_size = 2\n"),
+    ([], "tile = 16\nbatch = 2\n"),
+])
+def test_tile_and_batch_size_have_one_name_and_keep_their_aliases(tmp_path, capsys, flags, toml):
+    """--tile-size / --batch-size and the TOML keys tile_size / batch_size; --tile, --batch, tile, batch
+    still work and give the same run."""
+    config = ["--config", _toml(tmp_path, toml)] if toml else []
+    code, _, err = _run(capsys, *FAST, "--z", 0, "--no-plot", *config, *flags, "--out", tmp_path / "o")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert summary["config"]["tile_size"] == 16 and summary["config"]["batch_size"] == 2
+    assert "tile" not in summary["config"] and "batch" not in summary["config"]
+
+
+def test_alias_errors_name_the_key_as_written(tmp_path, capsys):
+    code, _, err = _run(capsys, *FAST, "--tile-size", 12, "--out", tmp_path / "o")
+    assert code == 2 and "config key 'tile_size' must be a multiple of 8, got 12" in err
+    code, _, err = _run(capsys, *FAST, "--tile", 12, "--out", tmp_path / "o")
+    assert code == 2 and "config key 'tile' must be a multiple of 8, got 12" in err
+    code, _, err = _run(capsys, "--config", _toml(tmp_path, "tile = 16\ntile_size = 16\n"), "--out", tmp_path / "o")
+    assert code == 2 and "'tile'" in err and "'tile_size'" in err and "same key" in err
+    assert config_from_mapping({"batch": 3}).batch_size == 3
+    with pytest.raises(InputError, match="config key 'batch' must be an integer in"):
+        config_from_mapping({"batch": 0})
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_pipeline_is_the_command_as_a_library_call(tmp_path, capsys):
+    """emu_backend.pipelines.run.run(RunConfig) writes what `emu-backend run` writes, with the same provenance."""
+    from emu_backend.pipelines.run import run
+
+    result = run(RunConfig(grid=16, z=(0.0,), backend="za", plot=False, out=str(tmp_path / "lib")))
+    code, _, err = _run(capsys, *FAST, "--z", 0, "--no-plot", "--out", tmp_path / "cli")
+    assert code == 0, err
+    assert [p.name for p in result.files] == ["snap_000.hdf5", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["run.json", "snap_000.hdf5"]
+    with h5py.File(tmp_path / "lib" / "snap_000.hdf5") as a, h5py.File(tmp_path / "cli" / "snap_000.hdf5") as b:
+        np.testing.assert_array_equal(a["PartType1/Coordinates"][...], b["PartType1/Coordinates"][...])
+    assert not result.untrained and result.checksum is None
+
+
+def test_load_emulator_is_the_one_place_emulators_are_built(tmp_path):
+    from emu_backend.inference.default import load_emulator
+    from emu_backend.simulator import EmulatorBackend
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
+    checksum = emu.save(tmp_path / "narrow.emu")
+    loaded = load_emulator(tmp_path / "narrow.emu", allow_extrapolation=True)
+    assert loaded.checksum == checksum and loaded.allow_extrapolation is True
+    backend = EmulatorBackend(weights=tmp_path / "narrow.emu", tile_size=8, batch_size=2)
+    assert backend.emulator.checksum == checksum and (backend.tile_size, backend.batch_size) == (8, 2)
+    for bad, match in [({"tile_size": 12}, "tile_size must be a positive multiple of 8, got 12"),
+                       ({"tile_size": True}, "tile_size must be a positive multiple of 8, got True"),
+                       ({"batch_size": 0}, "batch_size must be a positive integer, got 0")]:
+        with pytest.raises(InputError, match=match):
+            EmulatorBackend(emulator=emu, **bad)

@@ -22,6 +22,7 @@ from emu_backend.errors import FileFormatError, InputError
 from emu_backend.inference import Emulator, ZdepConvention
 from emu_backend.inference.distributed import check_parts, index_path, part_path, predict_distributed, read_parts
 from emu_backend.inference.streaming import output_paths
+from emu_backend.inference.tile_evidence import DIGESTS
 from emu_backend.inference.tiling import TilePlan
 from emu_backend.nn import StyledVNet
 
@@ -172,6 +173,21 @@ def test_single_rank_without_group_and_refusals(setup, tmp_path):
     (tmp_path / "bad.index.json").write_text("{not json")
     with pytest.raises(FileFormatError, match="part index .* is not valid JSON"):
         check_parts(tmp_path / "bad.index.json")
+
+
+def test_part_records_and_done_map(setup, tmp_path):
+    """A part's run record pins the rows its rank read (a per-rank input digest, kept out of the index);
+    check_parts refuses a part whose done map lacks a tile's checksum."""
+    d, emu, _ = setup
+    [idx] = predict_distributed(emu, d / "lin.npy", tmp_path / "nl.h5", OM, Z, tile_size=32, velocity=False)
+    index = check_parts(idx)
+    with h5py.File(tmp_path / "nl.0.h5", "r") as f:
+        assert len(json.loads(f.attrs["run"])["input_sha256"]) == 64 and f[DIGESTS].shape == (1, 32)
+    assert "input_sha256" not in index["run"] and "input_sha256" not in index["meta"]["config"]
+    with h5py.File(tmp_path / "nl.0.h5", "r+") as f:
+        f[DIGESTS][0] = 0
+    with pytest.raises(FileFormatError, match=r"nl\.0\.h5': tile 0 has no checksum in its done map"):
+        check_parts(idx)
 
 
 def test_slab_share_covers_the_box_once():

@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emu_backend.checkpoints import load_model_file, load_published, read_jax_npz, save_model_file, write_jax_npz
-from emu_backend.cli.config import RunConfig, config_from_mapping, load_toml
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, TabulatedPower
 from emu_backend.datatypes import Snapshot
 from emu_backend.errors import EmuBackendError
@@ -33,6 +32,7 @@ from emu_backend.io.fields import FieldData, read_fields, write_fields
 from emu_backend.io.gadget import read_gadget_hdf5, write_gadget_hdf5
 from emu_backend.io.training_sample import TrainingSample, read_training_sample, write_training_sample
 from emu_backend.nn import StyledVNet
+from emu_backend.pipelines.run_config import RunConfig, config_from_mapping, load_toml
 
 # torch warns about the odd pickle protocol numbers of damaged files before failing on them
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")

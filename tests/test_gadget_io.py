@@ -11,7 +11,8 @@ import pytest
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.datatypes import Snapshot
 from emu_backend.errors import FileFormatError, InputError
-from emu_backend.io.gadget import gadget_file_paths, read_gadget_hdf5, write_gadget_hdf5
+from emu_backend.io.gadget import read_gadget_hdf5, write_gadget_hdf5
+from emu_backend.io.gadget_hdf5 import gadget_file_paths
 
 BOX = 250.0
 N = 8

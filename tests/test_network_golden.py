@@ -115,7 +115,8 @@ def test_emu_v2v_scalings_match_reference_table(golden):
     torch.manual_seed(0)
     d2d, v2v = StyledVNet(1, width=4).double(), StyledVNet(1, width=4).double()
     x = torch.randn(1, 3, 104, 104, 104, dtype=torch.float64)
-    _, vel = EmuConvention(d2d, v2v).predict_tiles(x, 0.3, 0.0, velocity=True)
+    # predict_tiles takes Mpc/h and divides by 6 itself; x is in network units
+    _, vel = EmuConvention(d2d, v2v).predict_tiles(x * DIS_STD_MPC_H, 0.3, 0.0, velocity=True)
     with torch.no_grad():
         expected = v2v(x * (f_om / f_ref), emu_style(0.3, dtype=torch.float64)) * (600 * f_ref)
     # table values vs our closed forms agree to 1e-10 relative: float64 round-off level here

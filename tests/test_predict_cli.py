@@ -163,3 +163,24 @@ def test_under_torchrun_two_ranks_write_parts(setup, tmp_path):
     got = read_parts(tmp_path / "out.index.json")
     np.testing.assert_array_equal(got.displacement, ref.displacement)  # each tile computed as in one process
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.0.h5", "out.1.h5", "out.index.json"]
+
+
+def test_flags_named_as_the_library_with_old_aliases(setup, tmp_path):
+    """--tile-size/--batch-size/--compile-mode are PredictConfig's names; --tile/--batch/--compile stay aliases."""
+    import argparse
+
+    from emu_backend.cli.predict import add_arguments, config_from_args
+    from emu_backend.errors import InputError
+    from emu_backend.pipelines.predict import PredictConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["lin.npy", "out.h5", "--omega-m", "0.3", "--z", "0"]
+    new = config_from_args(p.parse_args([*base, "--tile-size", "16", "--batch-size", "2", "--compile-mode", "default"]))
+    old = config_from_args(p.parse_args([*base, "--tile", "16", "--batch", "2", "--compile", "default"]))
+    assert new == old and (new.tile_size, new.batch_size, new.compile_mode, new.z) == (16, 2, "default", 0.0)
+    assert config_from_args(p.parse_args([*base[:-1], "0", "1"])).z == (0.0, 1.0)  # several --z: one file each
+    with pytest.raises(InputError, match=r"omega_m = 0\.0 is outside the allowed range \(0, 1\]"):
+        PredictConfig("lin.npy", "out.h5", omega_m=0.0, z=0.0)
+    with pytest.raises(InputError, match="compile_mode must be one of"):
+        PredictConfig("lin.npy", "out.h5", omega_m=0.3, z=0.0, compile_mode="fastest")

@@ -51,8 +51,8 @@ def weights(tmp_path_factory):
 
 
 def _run(root: Path, weights_path, fmt: str):
-    from emu_backend.cli.config import RunConfig
-    from emu_backend.cli.run import execute
+    from emu_backend.pipelines.run import RunConfig
+    from emu_backend.pipelines.run import run as execute
 
     config = RunConfig(cosmology=COSMO, grid=N, seed=SEED, z=(0.5,), backend="emulator", weights=str(weights_path),
                        format=fmt, out=str(root / fmt), plot=fmt == "gadget", baseline="none")
@@ -387,7 +387,7 @@ def test_output_records_its_provenance(case, request):
 
 # -- no silent overwrite ------------------------------------------------------------------------------
 def rewrite_run(req, tmp_path):
-    from emu_backend.cli.run import execute
+    from emu_backend.pipelines.run import run as execute
 
     root, configs = req.getfixturevalue("runs")
     return root / "gadget" / "run.json", lambda: execute(configs["gadget"])
@@ -441,7 +441,7 @@ def test_existing_output_is_not_replaced_without_overwrite(rewrite, request, tmp
 def test_same_seed_and_config_give_bit_identical_snapshots(runs, tmp_path):
     import dataclasses
 
-    from emu_backend.cli.run import execute
+    from emu_backend.pipelines.run import run as execute
 
     root, configs = runs
     again = dataclasses.replace(configs["gadget"], out=str(tmp_path / "again"), plot=False)

@@ -27,7 +27,7 @@ WORKER = textwrap.dedent("""
     from emu_backend.inference import Emulator
     from emu_backend.inference.streaming import predict_to_file
     k, mode, model, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-    orig = Emulator.predict_batches
+    orig = Emulator.run_plan
     def stalling(self, *args, **kwargs):
         it = orig(self, *args, **kwargs)
         def gen():
@@ -38,7 +38,7 @@ WORKER = textwrap.dedent("""
                 if mode == "after_flush" and i + 1 == k:
                     print("READY", flush=True); time.sleep(600)
         return gen()
-    Emulator.predict_batches = stalling
+    Emulator.run_plan = stalling
     predict_to_file(Emulator.from_checkpoint(model), src, dst, 0.3, [0.5, 1.0], tile_size=8, batch_size=1,
                     velocity=False)
 """)
@@ -111,7 +111,7 @@ def test_sigkill_and_resume_is_bit_identical(setup, tmp_path, k, mode):
 
 def _interrupted_run(emu, src, dst, monkeypatch, z=1.0, after=3):
     """A run stopped by an exception after ``after`` batches, leaving partial files."""
-    orig = Emulator.predict_batches
+    orig = Emulator.run_plan
 
     def failing(self, *args, **kwargs):
         for i, batch in enumerate(orig(self, *args, **kwargs)):
@@ -120,7 +120,7 @@ def _interrupted_run(emu, src, dst, monkeypatch, z=1.0, after=3):
             yield batch
 
     with monkeypatch.context() as m:
-        m.setattr(Emulator, "predict_batches", failing)
+        m.setattr(Emulator, "run_plan", failing)
         with pytest.raises(KeyboardInterrupt):
             predict_to_file(emu, src, dst, OM, z, tile_size=TILE, velocity=False)
 
@@ -151,9 +151,10 @@ def test_resume_refuses_changed_input(setup, tmp_path, monkeypatch):
     np.save(tmp_path / "lin.npy", lin)
     _interrupted_run(emu, tmp_path / "lin.npy", tmp_path / "out.h5", monkeypatch, after=1)
     stat = (tmp_path / "lin.npy").stat()
-    np.save(tmp_path / "lin.npy", lin[:, ::-1].copy())  # same size: only the modification time tells
-    os.utime(tmp_path / "lin.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    with pytest.raises(InputError, match="input_mtime_ns: recorded"):
+    np.save(tmp_path / "lin.npy", lin[:, ::-1].copy())  # same size and (below) the same modification time:
+    os.utime(tmp_path / "lin.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only the content tells
+    assert (tmp_path / "lin.npy").stat().st_size == stat.st_size
+    with pytest.raises(InputError, match="input_sha256: recorded"):
         predict_to_file(emu, tmp_path / "lin.npy", tmp_path / "out.h5", OM, 1.0, tile_size=TILE, velocity=False)
 
 

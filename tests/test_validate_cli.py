@@ -166,3 +166,22 @@ def test_compare_and_report_library(tmp_path):
         write_report(res, tmp_path / "c", thresholds=Thresholds(judged=("other",)))
     with pytest.raises(InputError, match="a = "):
         compare(truth, {"z1": simulate(ics, QUIJOTE_FIDUCIAL, z=1.0, backend="za")[0]})
+
+
+def test_validate_config_names_the_bad_value():
+    """ValidateConfig (the library face of the command) refuses bad values before anything runs."""
+    from emu_backend.errors import InputError
+    from emu_backend.pipelines.validate import ValidateConfig
+
+    config = ValidateConfig(against="jaxpm", grid=16, candidates=["2lpt", "za"], tile_size=16)
+    assert config.candidates == ("2lpt", "za") and config.thresholds.judged == ("2lpt",)
+    assert config.to_dict()["tile_size"] == 16 and config.pm_cosmology().name == "quijote_fiducial"
+    for bad, match in [({"against": "gadget"}, "against must be one of"),
+                       ({"against": "quijote"}, "ROOT"),
+                       ({"against": "jaxpm", "sim": 3}, "--against quijote"),
+                       ({"against": "jaxpm", "candidates": ("emulator", "emulator")}, "distinct"),
+                       ({"against": "jaxpm", "tile_size": 12}, "multiple of 8"),
+                       ({"against": "jaxpm", "min_r": 2.0}, r"min_r must be in \[-1, 1\]"),
+                       ({"against": "jaxpm", "cosmology": "lcdm"}, "unknown cosmology preset")]:
+        with pytest.raises(InputError, match=match):
+            ValidateConfig(**bad)

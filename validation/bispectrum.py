@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from ..checks import check_positive
+from ..checks import check_float_dtype, check_positive
 from ..errors import InputError
-from .power import _check_inputs
+from .power import check_cubic_field
 
 __all__ = [
     "BispectrumResult",
@@ -257,15 +257,11 @@ def bispectrum(
     >>> bool(np.all(np.abs(res.Q - 0.59) < 0.1))  # i.i.d. cells: Q = (6f + 8f^3) / (3 (1 + 2f^2)^2), f = 0.5
     True
     """
-    arr, box = _check_inputs(field, box_size)
+    arr = check_cubic_field(field)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = arr.shape[0]
     kf, k_nyq = 2.0 * np.pi / box, np.pi * n / box
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise InputError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}") from exc
-    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
-        raise InputError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
+    dt = check_float_dtype(dtype)
     tri = _check_triangles(triangles, k_nyq)
     width = kf if k_width is None else check_positive(k_width, "k_width [h/Mpc]")
     budget = check_positive(cache_gib, "cache_gib [GiB]")

@@ -26,10 +26,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import numbers
 
 import numpy as np
 
+from ..checks import check_int, check_positive
 from ..datatypes.snapshot import Snapshot, check_matching_snapshots
 from ..errors import InputError
 from .bispectrum import bispectrum, equilateral_triangles, squeezed_triangles
@@ -110,15 +110,10 @@ def _check(truth, candidates, n_mesh, k_max):
         if not isinstance(name, str) or not name:
             raise InputError(f"candidate names must be non-empty strings, got {name!r}")
         check_matching_snapshots(snap, truth, f"candidate {name!r}", "the truth", box_rtol=1e-6, a_rtol=1e-5)
-    n_mesh = truth.grid if n_mesh is None else n_mesh
-    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or not 4 <= n_mesh <= 2048:
-        raise InputError(f"n_mesh must be an integer in [4, 2048], got {n_mesh!r}")
+    n_mesh = check_int(truth.grid if n_mesh is None else n_mesh, "n_mesh", 4, 2048)
     k_nyq = np.pi * n_mesh / truth.box_size
-    if k_max is None:
-        k_max = 0.5 * k_nyq
-    if isinstance(k_max, bool) or not isinstance(k_max, numbers.Real) or not 0 < k_max < math.inf:
-        raise InputError(f"k_max must be a number > 0 [h/Mpc], got {k_max!r}")
-    return int(n_mesh), float(k_max), k_nyq
+    k_max = 0.5 * k_nyq if k_max is None else check_positive(k_max, "k_max", unit="h/Mpc")
+    return n_mesh, k_max, k_nyq
 
 
 def _pair_stats(field_c, field_t, box, edges, vector):

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import check_positive
+from ..checks import check_int, check_positive
 from ..datatypes.halos import HaloCatalog
 from ..errors import InputError
-from .mesh import _check_box, _check_n_mesh, _check_window, density_mesh
-from .power import _check_edges, power_spectrum
+from ..mesh.paint import check_window
+from .mesh import density_mesh
+from .power import check_k_edges, power_spectrum
 
 __all__ = ["MassFunction", "HaloBias", "default_mass_edges", "mass_function", "halo_bias"]
 
@@ -196,15 +197,15 @@ def halo_bias(
     2000.0
     """
     cat = _check_catalog(catalog)
-    box = _check_box(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     if not np.isclose(box, cat.box_size, rtol=1e-12, atol=0):
         raise InputError(f"box_size = {box} Mpc/h differs from the catalog's box_size = {cat.box_size} Mpc/h")
-    n = _check_n_mesh(n_mesh)
-    window = _check_window(window)
-    k_lim = check_positive(k_max, "k_max [h/Mpc]")
+    n = check_int(n_mesh, "n_mesh", 2)
+    window = check_window(window)
+    k_lim = check_positive(k_max, "k_max", unit="h/Mpc")
     if cat.n_halos == 0:
         raise InputError("catalog holds no halo: the halo power spectrum is undefined")
-    edges = _check_edges(k_edges, n, box)
+    edges = check_k_edges(k_edges, n, box)
     d_h = density_mesh(cat.position, box, n, window=window, interlace=interlace)
     d_m = density_mesh(matter_positions, box, n, window=window, interlace=interlace)
     shot = box**3 / cat.n_halos

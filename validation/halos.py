@@ -20,18 +20,16 @@ box) and wrapped into ``[0, L)``; ``velocity`` the mean particle velocity [km/s]
 from __future__ import annotations
 
 import logging
-import numbers
 import time
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..checks import check_positive
+from ..checks import check_int, check_points, check_positive, check_real
 from ..datatypes.halos import HaloCatalog
 from ..datatypes.snapshot import Snapshot
 from ..errors import ComputationError, InputError, require
-from .mesh import _as_points, _check_box
 
 __all__ = ["find_halos", "find_halos_in_snapshot"]
 
@@ -116,17 +114,14 @@ def find_halos(
     >>> cat.n_particles[0] >= 50  # doctest: +SKIP
     True
     """
-    box = _check_box(box_size)
-    pos = _as_points(positions, "positions", "Mpc/h")
-    vel = _as_points(velocities, "velocities", "km/s")
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    pos = check_points(positions, "positions", "Mpc/h")
+    vel = check_points(velocities, "velocities", "km/s")
     if vel.shape != pos.shape:
         raise InputError(f"velocities shape {vel.shape} differs from positions shape {pos.shape}")
-    m_p = check_positive(particle_mass, "particle_mass [Msun/h]")
-    b = check_positive(b, "linking length b")
-    if b >= 1.0:
-        raise InputError(f"linking length b must be in (0, 1) mean separations, got {b!r}")
-    if isinstance(min_particles, bool) or not isinstance(min_particles, numbers.Integral) or min_particles < 2:
-        raise InputError(f"min_particles must be an integer >= 2, got {min_particles!r}")
+    m_p = check_positive(particle_mass, "particle_mass", unit="Msun/h")
+    b = check_real(b, "linking length b", 0.0, 1.0, lo_open=True, hi_open=True, unit="mean separations")
+    min_particles = check_int(min_particles, "min_particles", 2)
     if a is not None:
         a = check_positive(a, "scale factor a")
     pos = np.mod(pos, box)

@@ -19,14 +19,14 @@ Conventions
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 import scipy.fft
 import torch
 
+from ..checks import check_int, check_points, check_positive
 from ..errors import InputError
-from ..mesh.paint import WINDOW_ORDER, paint, window_fourier
+from ..mesh.paint import check_window, paint, window_fourier
 from .power import PowerSpectrum
 
 __all__ = ["density_mesh", "momentum_mesh", "transfer_function"]
@@ -34,43 +34,6 @@ __all__ = ["density_mesh", "momentum_mesh", "transfer_function"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # particles painted per torch call (bounds the (P, p^3) stencil memory)
-
-
-# -- argument checks ------------------------------------------------------------------------
-def _check_box(box_size) -> float:
-    bad = isinstance(box_size, bool) or not isinstance(box_size, numbers.Real)
-    if bad or not np.isfinite(box_size) or box_size <= 0:
-        raise InputError(f"box_size [Mpc/h] must be a finite number > 0, got {box_size!r}")
-    return float(box_size)
-
-
-def _check_n_mesh(n_mesh) -> int:
-    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or n_mesh < 2:
-        raise InputError(f"n_mesh must be an integer >= 2, got {n_mesh!r}")
-    return int(n_mesh)
-
-
-def _check_window(window) -> str:
-    if not isinstance(window, str) or window.lower() not in WINDOW_ORDER:
-        raise InputError(f"window must be one of {sorted(WINDOW_ORDER)}, got {window!r}")
-    return window.lower()
-
-
-def _as_points(values, name: str, unit: str) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be a numeric (N, 3) array [{unit}], got {type(values).__name__}") from exc
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise InputError(f"{name} must have shape (N, 3) [{unit}], got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise InputError(f"{name} must hold at least one particle, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise InputError(f"{name} must be finite; particle {bad} has {arr[bad].tolist()}")
-    return arr
 
 
 # -- painting ----------------------------------------------------------------------------------
@@ -147,10 +110,10 @@ def density_mesh(
     >>> float(np.abs(density_mesh(lattice, 10.0, 8, interlace=True)).max())
     0.0
     """
-    box = _check_box(box_size)
-    n = _check_n_mesh(n_mesh)
-    window = _check_window(window)
-    pos = np.mod(_as_points(positions, "positions", "Mpc/h"), box)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    n = check_int(n_mesh, "n_mesh", 2)
+    window = check_window(window)
+    pos = np.mod(check_points(positions, "positions", "Mpc/h"), box)
     nbar = pos.shape[0] / float(n) ** 3
     mesh = _painted_fields(pos, box, n, window, bool(interlace), bool(deconvolve), None)
     delta = mesh / nbar - 1.0
@@ -196,11 +159,11 @@ def momentum_mesh(
     >>> np.round(mom.mean(axis=(1, 2, 3)), 6).tolist()
     [100.0, 0.0, -50.0]
     """
-    box = _check_box(box_size)
-    n = _check_n_mesh(n_mesh)
-    window = _check_window(window)
-    pos = np.mod(_as_points(positions, "positions", "Mpc/h"), box)
-    vel = _as_points(velocities, "velocities", "km/s")
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    n = check_int(n_mesh, "n_mesh", 2)
+    window = check_window(window)
+    pos = np.mod(check_points(positions, "positions", "Mpc/h"), box)
+    vel = check_points(velocities, "velocities", "km/s")
     if vel.shape != pos.shape:
         raise InputError(f"velocities shape {vel.shape} differs from positions shape {pos.shape}")
     nbar = pos.shape[0] / float(n) ** 3

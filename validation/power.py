@@ -15,12 +15,12 @@ Vector fields (displacement, velocity, momentum; shape (3, N, N, N)) use the tra
 from __future__ import annotations
 
 import logging
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 
+from ..checks import check_positive
 from ..errors import InputError
 
 __all__ = [
@@ -31,6 +31,10 @@ __all__ = [
     "vector_power",
     "vector_cross_correlation",
     "default_k_edges",
+    "check_cubic_field",
+    "check_k_edges",
+    "mode_grid",
+    "bin_modes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +77,12 @@ class CrossCorrelation:
     p_bb: PowerSpectrum
 
 
-def _check_inputs(field, box_size, name="field") -> tuple[np.ndarray, float]:
+def check_cubic_field(field, name: str = "field") -> np.ndarray:
+    """``field`` as an array if it is a real, finite, cubic (N, N, N) mesh with N >= 2, else :class:`InputError`.
+
+    The check of every estimator of :mod:`emu_backend.validation` (the box side is checked with
+    :func:`emu_backend.checks.check_positive`).
+    """
     arr = np.asarray(field)
     if arr.ndim != 3 or len(set(arr.shape)) != 1 or arr.shape[0] < 2:
         raise InputError(f"{name} must be a cubic array of shape (N, N, N) with N >= 2, got shape {arr.shape}")
@@ -81,9 +90,7 @@ def _check_inputs(field, box_size, name="field") -> tuple[np.ndarray, float]:
         raise InputError(f"{name} must be real-valued, got dtype {arr.dtype}")
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name} contains non-finite values")
-    if isinstance(box_size, bool) or not isinstance(box_size, numbers.Real) or not np.isfinite(box_size) or box_size <= 0:
-        raise InputError(f"box_size [Mpc/h] must be a finite number > 0, got {box_size!r}")
-    return arr, float(box_size)
+    return arr
 
 
 def default_k_edges(n: int, box_size: float) -> np.ndarray:
@@ -96,7 +103,7 @@ def default_k_edges(n: int, box_size: float) -> np.ndarray:
     return (np.arange(i_max + 1) + 0.5) * kf
 
 
-def _mode_grid(n: int, box_size: float):
+def mode_grid(n: int, box_size: float):
     """|k| [h/Mpc] and half-space weights on the rfft grid, both flattened."""
     kf = 2.0 * np.pi / box_size
     k_full = np.fft.fftfreq(n, d=1.0 / n) * kf
@@ -110,7 +117,7 @@ def _mode_grid(n: int, box_size: float):
     return kmag.ravel(), weight.ravel()
 
 
-def _check_edges(k_edges, n: int, box: float) -> np.ndarray:
+def check_k_edges(k_edges, n: int, box: float) -> np.ndarray:
     """Validated float64 bin edges [h/Mpc]; :func:`default_k_edges` when ``None``."""
     try:
         edges = default_k_edges(n, box) if k_edges is None else np.asarray(k_edges, dtype=np.float64)
@@ -121,7 +128,7 @@ def _check_edges(k_edges, n: int, box: float) -> np.ndarray:
     return edges
 
 
-def _bin_modes(n: int, box: float, edges: np.ndarray, per_mode: list, kmag=None, weight=None):
+def bin_modes(n: int, box: float, edges: np.ndarray, per_mode: list, kmag=None, weight=None):
     """Mode-weighted bin means of per-mode values given on the rfft half-space grid.
 
     Parameters
@@ -129,7 +136,7 @@ def _bin_modes(n: int, box: float, edges: np.ndarray, per_mode: list, kmag=None,
     per_mode : list of ndarray, each of n * n * (n//2 + 1) values (any shape; flattened)
         Per-mode quantities (e.g. ``P_k`` or ``P_k L_l(mu)``).
     kmag, weight : ndarray, optional
-        Output of :func:`_mode_grid` when the caller already has it.
+        Output of :func:`mode_grid` when the caller already has it.
 
     Returns
     -------
@@ -141,7 +148,7 @@ def _bin_modes(n: int, box: float, edges: np.ndarray, per_mode: list, kmag=None,
         Modes per bin, ``k`` and ``-k`` counted separately.
     """
     if kmag is None or weight is None:
-        kmag, weight = _mode_grid(n, box)
+        kmag, weight = mode_grid(n, box)
     keep = (kmag > 0) & (kmag >= edges[0]) & (kmag < edges[-1])
     idx = np.searchsorted(edges, kmag[keep], side="right") - 1
     nb = edges.size - 1
@@ -185,21 +192,22 @@ def power_spectrum(field, box_size: float, k_edges=None, field2=None) -> PowerSp
     >>> bool(abs(np.nanmean(ps.power) - 1.0) < 0.1)  # white noise: P = var * V / N^3 = 1
     True
     """
-    arr, box = _check_inputs(field, box_size)
+    arr = check_cubic_field(field)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = arr.shape[0]
     fk = scipy.fft.rfftn(arr.astype(np.float64, copy=False))
     if field2 is None:
         pk = fk.real**2 + fk.imag**2
     else:
-        arr2, _ = _check_inputs(field2, box, "field2")
+        arr2 = check_cubic_field(field2, "field2")
         if arr2.shape != arr.shape:
             raise InputError(f"field2 shape {arr2.shape} differs from field shape {arr.shape}")
         gk = scipy.fft.rfftn(arr2.astype(np.float64, copy=False))
         pk = (fk * gk.conj()).real
     pk = pk.ravel() * (box**3 / float(n) ** 6)
 
-    edges = _check_edges(k_edges, n, box)
-    k_mean, (p_mean,), n_modes = _bin_modes(n, box, edges, [pk])
+    edges = check_k_edges(k_edges, n, box)
+    k_mean, (p_mean,), n_modes = bin_modes(n, box, edges, [pk])
     logger.debug("power spectrum N=%d L=%g: %d bins, %d empty", n, box, edges.size - 1, int(np.sum(n_modes == 0)))
     return PowerSpectrum(k=k_mean, power=p_mean, n_modes=n_modes, k_edges=edges, box_size=box)
 
@@ -235,13 +243,13 @@ def _correlation(p_ab: PowerSpectrum, p_aa: PowerSpectrum, p_bb: PowerSpectrum) 
     return CrossCorrelation(k=p_ab.k, r=r, n_modes=p_ab.n_modes, p_ab=p_ab, p_aa=p_aa, p_bb=p_bb)
 
 
-def _check_vector(field, box_size, name="field") -> tuple[np.ndarray, float]:
+def _check_vector(field, name="field") -> np.ndarray:
     arr = np.asarray(field)
     if arr.ndim != 4 or arr.shape[0] != 3:
         raise InputError(f"{name} must be a vector field of shape (3, N, N, N), got shape {arr.shape}")
     for c in range(3):
-        _check_inputs(arr[c], box_size, f"{name}[{c}]")
-    return arr, float(box_size)
+        check_cubic_field(arr[c], f"{name}[{c}]")
+    return arr
 
 
 def vector_power(field, box_size: float, k_edges=None, field2=None) -> PowerSpectrum:
@@ -274,10 +282,11 @@ def vector_power(field, box_size: float, k_edges=None, field2=None) -> PowerSpec
     >>> bool(abs(np.nanmean(p.power) - 3.0) < 0.3)  # three white-noise components of unit power
     True
     """
-    arr, box = _check_vector(field, box_size)
+    arr = _check_vector(field)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = arr.shape[1]
     if field2 is not None:
-        arr2, _ = _check_vector(field2, box, "field2")
+        arr2 = _check_vector(field2, "field2")
         if arr2.shape != arr.shape:
             raise InputError(f"field2 shape {arr2.shape} differs from field shape {arr.shape}")
     pk = 0.0
@@ -289,8 +298,8 @@ def vector_power(field, box_size: float, k_edges=None, field2=None) -> PowerSpec
             gk = scipy.fft.rfftn(arr2[c].astype(np.float64, copy=False))
             pk = pk + (fk * gk.conj()).real
     pk = pk.ravel() * (box**3 / float(n) ** 6)
-    edges = _check_edges(k_edges, n, box)
-    k_mean, (p_mean,), n_modes = _bin_modes(n, box, edges, [pk])
+    edges = check_k_edges(k_edges, n, box)
+    k_mean, (p_mean,), n_modes = bin_modes(n, box, edges, [pk])
     return PowerSpectrum(k=k_mean, power=p_mean, n_modes=n_modes, k_edges=edges, box_size=box)
 
 

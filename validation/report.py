@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from .._version import __version__
+from ..checks import check_real
 from ..datatypes.meta import meta_to_json
 from ..errors import InputError
 from ..io.atomic import atomic_path, check_overwrite
@@ -67,14 +67,12 @@ class Thresholds:
     judged: tuple | None = None
 
     def __post_init__(self):
-        for key in ("max_pk_error", "min_r"):
-            v = getattr(self, key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                raise InputError(f"threshold {key} must be a finite number or None, got {v!r}")
-        if self.max_pk_error is not None and self.max_pk_error < 0:
-            raise InputError(f"threshold max_pk_error must be >= 0, got {self.max_pk_error!r}")
-        if self.min_r is not None and not -1.0 <= self.min_r <= 1.0:
-            raise InputError(f"threshold min_r must be in [-1, 1], got {self.min_r!r}")
+        if self.max_pk_error is not None:
+            object.__setattr__(self, "max_pk_error", check_real(self.max_pk_error, "threshold max_pk_error", 0.0,
+                                                                 what="a finite number >= 0 or None"))
+        if self.min_r is not None:
+            object.__setattr__(self, "min_r", check_real(self.min_r, "threshold min_r", -1.0, 1.0,
+                                                          what="in [-1, 1]"))
         if self.judged is not None:
             if isinstance(self.judged, str) or not all(isinstance(j, str) for j in self.judged):
                 raise InputError(f"judged must be a tuple of candidate names, got {self.judged!r}")

@@ -18,17 +18,17 @@ Conventions
 from __future__ import annotations
 
 import logging
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 from scipy.special import eval_legendre
 
+from ..checks import check_int, check_points, check_positive, check_real
 from ..cosmology.growth import hubble
 from ..errors import InputError
-from .mesh import _as_points, _check_box, _check_n_mesh, density_mesh
-from .power import _bin_modes, _check_edges, _check_inputs, _mode_grid
+from .mesh import density_mesh
+from .power import bin_modes, check_cubic_field, check_k_edges, mode_grid
 
 __all__ = ["Multipoles", "redshift_space_positions", "multipoles"]
 
@@ -73,15 +73,7 @@ class Multipoles:
 
 
 def _check_los(los) -> int:
-    if isinstance(los, bool) or not isinstance(los, numbers.Integral) or int(los) not in (0, 1, 2):
-        raise InputError(f"los must be the mesh axis 0, 1 or 2, got {los!r}")
-    return int(los)
-
-
-def _check_a(a) -> float:
-    if isinstance(a, bool) or not isinstance(a, numbers.Real) or not np.isfinite(a) or not (0 < a <= 1.5):
-        raise InputError(f"scale factor a must be a finite number in (0, 1.5], got {a!r}")
-    return float(a)
+    return check_int(los, "los", 0, 2, what="the mesh axis 0, 1 or 2")
 
 
 def redshift_space_positions(
@@ -116,11 +108,11 @@ def redshift_space_positions(
     >>> s.round(6).tolist()  # 100 km/s / (1 * 100 h km/s/Mpc) = 1 Mpc/h at a = 1
     [[1.0, 1.0, 2.0]]
     """
-    box = _check_box(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     axis = _check_los(los)
-    scale = _check_a(a)
-    pos = _as_points(positions, "positions", "Mpc/h")
-    vel = _as_points(velocities, "velocities", "km/s")
+    scale = check_real(a, "scale factor a", 0.0, 1.5, lo_open=True)
+    pos = check_points(positions, "positions", "Mpc/h")
+    vel = check_points(velocities, "velocities", "km/s")
     if vel.shape != pos.shape:
         raise InputError(f"velocities shape {vel.shape} differs from positions shape {pos.shape}")
     h_a = float(hubble(1.0 / scale - 1.0, omega_m))  # h km/s/Mpc; validates omega_m
@@ -136,11 +128,12 @@ def _check_ells(ells) -> tuple:
         items = tuple(ells)
     except TypeError:
         raise InputError(f"ells must be a sequence of non-negative integers, got {ells!r}") from None
-    if not items or any(isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 0 for e in items):
+    if not items:
         raise InputError(f"ells must be a non-empty sequence of non-negative integers, got {ells!r}")
-    if len(set(items)) != len(items):
+    orders = tuple(check_int(e, f"ells[{i}]", 0) for i, e in enumerate(items))
+    if len(set(orders)) != len(orders):
         raise InputError(f"ells must not repeat an order, got {ells!r}")
-    return tuple(int(e) for e in items)
+    return orders
 
 
 def field_multipoles(delta, box_size: float, los: int = 2, ells=(0, 2, 4), k_edges=None) -> Multipoles:
@@ -163,16 +156,16 @@ def field_multipoles(delta, box_size: float, los: int = 2, ells=(0, 2, 4), k_edg
     -------
     Multipoles
     """
-
-    arr, box = _check_inputs(delta, box_size, "delta")
+    arr = check_cubic_field(delta, "delta")
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     axis = _check_los(los)
     orders = _check_ells(ells)
     n = arr.shape[0]
-    edges = _check_edges(k_edges, n, box)
+    edges = check_k_edges(k_edges, n, box)
     fk = scipy.fft.rfftn(arr.astype(np.float64, copy=False))
     pk = (fk.real**2 + fk.imag**2).ravel() * (box**3 / float(n) ** 6)
     del fk
-    kmag, weight = _mode_grid(n, box)
+    kmag, weight = mode_grid(n, box)
     kf = 2.0 * np.pi / box
     comps = [np.fft.fftfreq(n, d=1.0 / n) * kf, np.fft.fftfreq(n, d=1.0 / n) * kf, np.fft.rfftfreq(n, d=1.0 / n) * kf]
     shape = [1, 1, 1]
@@ -180,7 +173,7 @@ def field_multipoles(delta, box_size: float, los: int = 2, ells=(0, 2, 4), k_edg
     k_los = np.broadcast_to(comps[axis].reshape(shape), (n, n, n // 2 + 1)).ravel()
     mu = np.divide(k_los, kmag, out=np.zeros_like(kmag), where=kmag > 0)
     per_mode = [(2 * ell + 1) * pk * eval_legendre(ell, mu) for ell in orders]
-    k_mean, means, n_modes = _bin_modes(n, box, edges, per_mode, kmag=kmag, weight=weight)
+    k_mean, means, n_modes = bin_modes(n, box, edges, per_mode, kmag=kmag, weight=weight)
     return Multipoles(
         k=k_mean, poles=np.stack(means), ells=orders, n_modes=n_modes, k_edges=edges, box_size=box, los=axis
     )
@@ -239,8 +232,8 @@ def multipoles(
     >>> mp.poles.shape, mp.ells
     ((3, 14), (0, 2, 4))
     """
-    box = _check_box(box_size)
-    n = _check_n_mesh(n_mesh)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    n = check_int(n_mesh, "n_mesh", 2)
     s = redshift_space_positions(positions, velocities, a, omega_m, box, los)
     delta = density_mesh(s, box, n, window=window, interlace=interlace, deconvolve=True)
     logger.debug("multipoles: %d particles, n=%d, L=%g, los=%d, a=%g", s.shape[0], n, box, los, a)

@@ -10,16 +10,28 @@ Its up-sampling layers are dilated convolutions (input dilation 2, padding 1) wi
 ``out[2i + a] = x[i] * W_t[:, :, a] = x[i] * W_jax[:, :, 1 - a]``: the conversion swaps the first
 two axes and flips the three kernel axes. Modulation (over input channels) and demodulation (per
 output channel over fan-in) are the same in both layouts.
+
+The ``'params'`` entry is a pickle, and unpickling runs code named by the file. By default
+:func:`read_jax_npz` therefore never calls :mod:`numpy`'s or :mod:`pickle`'s general loader: it opens
+the archive with :mod:`zipfile`, reads the ``params.npy`` header with :mod:`numpy.lib.format` and
+unpickles the payload with a restricted unpickler that resolves only the globals a nested dict of
+numeric arrays needs (NumPy's array reconstruction, ``ndarray``, ``dtype``, and Flax's
+``FrozenDict``, rebuilt as a plain dict without importing Flax); any other global is refused with a
+:class:`~emu_backend.errors.CheckpointError` naming it, before it is imported. ``allow_pickle=True``
+opts into full unpickling, as for published ``.pt`` files (:func:`~.published.read_torch_file`).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
 from ..errors import CheckpointError, FileFormatError
 from ..io.atomic import atomic_path
@@ -76,30 +88,190 @@ def flax_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     return tree
 
 
-def read_jax_npz(path) -> dict[str, torch.Tensor]:
+#: NumPy's array reconstruction function (``numpy.core.multiarray._reconstruct`` before NumPy 2,
+#: ``numpy._core.multiarray._reconstruct`` since): the callable of an ndarray's pickle reduction.
+_NP_RECONSTRUCT = np.empty(0).__reduce__()[0]
+_LEAF_KINDS = "fiu"  # numeric leaves: float, signed and unsigned integer
+_MAX_DEPTH = 6  # {'params': {block: {sub: {leaf: array}}}} is 4 deep
+
+
+class _NdarrayMark:
+    """What the restricted unpickler gives for the global ``numpy.ndarray``: a marker that only
+    :func:`_reconstruct` accepts (calling it, or building it, fails)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        raise CheckpointError("numpy.ndarray called directly is not part of a parameter tree (arrays are "
+                              "rebuilt by numpy's _reconstruct)")
+
+
+_NDARRAY = _NdarrayMark()
+
+
+class _TreeArray(np.ndarray):
+    """An array built by the restricted unpickler: its state's dtype is checked before NumPy reads
+    the payload (a plain numeric dtype, or ``object`` for the 0-d wrapper of ``np.savez``)."""
+
+    def __setstate__(self, state):
+        dtype = state[-3] if isinstance(state, tuple) and len(state) in (4, 5) else None
+        if not _plain_dtype(dtype, allow_object=True):
+            raise CheckpointError(f"array state with dtype {dtype!r} is not part of a parameter tree "
+                                  f"(expected a numeric dtype, kinds {list(_LEAF_KINDS)})")
+        super().__setstate__(state)
+
+
+def _plain_dtype(dtype, allow_object: bool = False) -> bool:
+    kinds = _LEAF_KINDS + ("O" if allow_object else "")
+    return isinstance(dtype, np.dtype) and dtype.fields is None and dtype.subdtype is None and dtype.kind in kinds
+
+
+def _reconstruct(subtype, shape, typecode):
+    """``_reconstruct`` limited to plain arrays; the shape comes from the checked state, not from here."""
+    if subtype is not _NDARRAY:
+        raise CheckpointError(f"array reconstruction of {type(subtype).__name__}, expected numpy.ndarray")
+    return _NP_RECONSTRUCT(_TreeArray, (0,), b"b")
+
+
+def _dtype(spec, align=False, copy=True):  # the arguments of numpy.dtype's pickle
+    """``numpy.dtype`` limited to numeric and object dtypes; always a copy (its state is set next,
+    which must not change NumPy's shared instances)."""
+    dtype = np.dtype(spec, align=bool(align), copy=True) if isinstance(spec, str) else None
+    if not _plain_dtype(dtype, allow_object=True):
+        raise CheckpointError(f"dtype {spec!r} is not part of a parameter tree (expected a numeric dtype)")
+    return dtype
+
+
+def _frozen_dict(mapping=None):
+    """Flax's ``FrozenDict`` pickles as ``FrozenDict(dict)``: rebuilt as a plain dict, Flax not imported."""
+    if not isinstance(mapping, dict):
+        raise CheckpointError(f"FrozenDict of {type(mapping).__name__}, expected a dict")
+    return dict(mapping)
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("flax.core.frozen_dict", "FrozenDict"): _frozen_dict,
+}
+
+
+class _TreeUnpickler(pickle.Unpickler):
+    """Unpickles a nested dict of numeric arrays and nothing else: any other global is refused
+    before its module is imported."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise CheckpointError(
+                f"the 'params' pickle names the global {module}.{name}, which is not part of a "
+                f"parameter tree (allowed: {sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS)}); refused without "
+                "importing it. Load with allow_pickle=True only if you trust the file"
+            ) from None
+
+
+def _checked_tree(obj, source: str, where: str = "params", depth: int = 0) -> dict:
+    """A plain copy of a nested mapping (str keys) whose leaves are numeric arrays, or CheckpointError."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source!r}: {where} holds {type(obj).__name__}, expected a parameter tree")
+    if depth >= _MAX_DEPTH:
+        raise CheckpointError(f"{source!r}: {where} is nested deeper than {_MAX_DEPTH} levels")
+    tree = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source!r}: {where} has a key {key!r} of type {type(key).__name__}, expected str")
+        if isinstance(value, Mapping):
+            tree[key] = _checked_tree(value, source, f"{where}.{key}", depth + 1)
+        elif isinstance(value, np.ndarray) and _plain_dtype(value.dtype):
+            tree[key] = np.array(value, copy=True).view(np.ndarray)
+        else:
+            what = f"an array of dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+            raise CheckpointError(f"{source!r}: {where}.{key} holds {what}, expected a numeric array")
+    return tree
+
+
+def _read_params_restricted(path: Path):
+    """The ``params`` object of an ``.npz`` archive, unpickled by :class:`_TreeUnpickler`."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        member = "params.npy"
+        if member not in names:
+            found = [n.removesuffix(".npy") for n in names]
+            raise CheckpointError(f"{str(path)!r}: no 'params' entry (found {found})")
+        with zf.open(member) as fp:
+            version = npy_format.read_magic(fp)
+            if version == (1, 0):
+                _, _, dtype = npy_format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                _, _, dtype = npy_format.read_array_header_2_0(fp)
+            else:
+                raise FileFormatError(f"{str(path)!r}: 'params' is a .npy of format version {version}, expected 1.0 or 2.0")
+            if not dtype.hasobject:
+                raise CheckpointError(f"{str(path)!r}: 'params' holds an array of dtype {dtype}, expected a pickled "
+                                      "parameter tree")
+            try:
+                obj = _TreeUnpickler(fp).load()
+            except CheckpointError as exc:
+                raise CheckpointError(f"{str(path)!r}: {exc}") from None
+    if not (isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype == object):
+        raise CheckpointError(f"{str(path)!r}: 'params' holds {type(obj).__name__}, expected a 0-d object array")
+    return obj[()]
+
+
+def read_jax_npz(path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read the port's ``.npz`` parameter file into our state dict.
 
-    The file is a pickle (``allow_pickle=True`` is required by its format): open only files you trust.
+    Parameters
+    ----------
+    path : str or Path
+        ``nbody_emulator_params.npz`` or a file written by :func:`write_jax_npz`.
+    allow_pickle : bool
+        Unpickle arbitrary objects (only for files you trust). By default the ``'params'`` pickle
+        is read by a restricted unpickler that builds only a nested dict (or Flax ``FrozenDict``) of
+        numeric arrays and refuses any other global without importing it.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Our state dict, float32.
+
+    Raises
+    ------
+    FileFormatError
+        A missing or unreadable archive.
+    CheckpointError
+        No ``'params'`` entry, a pickle naming any other global, or a tree that is not a nested
+        mapping of numeric arrays of the port's layout.
     """
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"JAX parameter file {str(path)!r} does not exist")
     try:
-        with np.load(path, allow_pickle=True) as f:
-            if "params" not in f.files:
-                raise CheckpointError(f"{str(path)!r}: no 'params' entry (found {f.files})")
-            tree = f["params"].item()
-    except CheckpointError:
+        if allow_pickle:
+            with np.load(path, allow_pickle=True) as f:
+                if "params" not in f.files:
+                    raise CheckpointError(f"{str(path)!r}: no 'params' entry (found {f.files})")
+                tree = f["params"].item()
+        else:
+            tree = _read_params_restricted(path)
+    except FileFormatError:  # CheckpointError included
         raise
-    except Exception as exc:  # numpy raises many types for corrupt archives
-        raise FileFormatError(f"{str(path)!r} is not a readable .npz parameter file: {exc}") from exc
+    except Exception as exc:  # zipfile, numpy and pickle raise many types for corrupt archives
+        raise FileFormatError(f"{str(path)!r} is not a readable .npz parameter file: {type(exc).__name__}: {exc}") from exc
     if not isinstance(tree, Mapping):
         raise CheckpointError(f"{str(path)!r}: 'params' holds {type(tree).__name__}, expected a parameter tree")
-    return state_dict_from_flax(tree)
+    return state_dict_from_flax(tree if allow_pickle else _checked_tree(tree, str(path)))
 
 
 def write_jax_npz(sd: Mapping[str, torch.Tensor], path, overwrite: bool = False) -> Path:
-    """Write our state dict as a port-style ``.npz`` (key ``'params'``, a pickled tree)."""
+    """Write our state dict as a port-style ``.npz`` (key ``'params'``, a pickled tree).
+
+    The tree is plain dicts of float32 ndarrays, which :func:`read_jax_npz` reads without
+    ``allow_pickle``.
+    """
     tree = flax_from_state_dict(sd)
     obj = np.empty((), dtype=object)
     obj[()] = tree

@@ -1,11 +1,10 @@
 """``emu-backend make-training-set``: a Latin hypercube of PM N-body runs written as training samples.
 
-A thin layer over :func:`emu_backend.training.design.latin_hypercube` and
-:func:`emu_backend.training.make_set.make_training_set`; see ``docs/training_data.md``.
+Builds a :class:`~emu_backend.pipelines.make_training_set.TrainingSetConfig` from the flags and calls
+:func:`emu_backend.pipelines.make_training_set.build_training_set`; see ``docs/training_data.md``.
 
 Examples
 --------
->>> import argparse
 >>> p = argparse.ArgumentParser()
 >>> add_arguments(p)
 >>> p.parse_args(["--out", "d", "--n-sims", "2", "--z", "0", "1"]).z
@@ -17,27 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from ..errors import InputError
-from ..training.design import latin_hypercube
-from ..training.make_set import make_training_set
+from ..pipelines.make_training_set import (
+    DEFAULT_GRID,
+    DEFAULT_Z,
+    TrainingSetConfig,
+    build_training_set,
+)
+from ._common import EXIT_OK, float_list, on_terminal
 
-__all__ = ["add_arguments", "handle", "SUBCOMMAND", "DEFAULT_Z", "DEFAULT_GRID"]
+__all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
 logger = logging.getLogger(__name__)
 
+NAME = "make-training-set"
 HELP = "run a Latin hypercube of PM N-body simulations and write training samples (HDF5) and manifest.json"
-DEFAULT_Z = (0.0, 0.5, 1.0, 2.0, 3.0)
-DEFAULT_GRID = 64
 _POWER_CHOICES = ("eh", "eisenstein_hu", "class")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas or spaces, got {text!r}") from None
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -57,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-sims", dest="n_sims", type=int, required=True, metavar="K", help="number of simulations")
     p.add_argument("-n", "--grid", type=int, default=DEFAULT_GRID, metavar="N",
                    help=f"particles per side; box = 1000 N / 512 Mpc/h (default {DEFAULT_GRID})")
-    p.add_argument("--z", type=_floats, nargs="+", metavar="Z",
+    p.add_argument("--z", type=float_list, nargs="+", metavar="Z",
                    help=f"output redshifts in [0, 3] (default {' '.join(f'{z:g}' for z in DEFAULT_Z)})")
     p.add_argument("--backend", default="jaxpm", help="N-body backend: jaxpm (default) or pmwd")
     p.add_argument("--mesh-factor", dest="mesh_factor", type=int, metavar="M",
@@ -90,24 +85,24 @@ def _backend_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def handle(args: argparse.Namespace) -> int:
-    """Run the subcommand; package errors propagate to ``main`` (exit 2)."""
-
+def config_from_args(args: argparse.Namespace) -> TrainingSetConfig:
+    """The :class:`TrainingSetConfig` of parsed ``make-training-set`` flags."""
     ranges = {}
     for name, lo, hi in args.ranges:
         try:
             ranges[name] = (float(lo), float(hi))
         except ValueError:
             raise InputError(f"--range {name} {lo} {hi}: LOW and HIGH must be numbers") from None
-    z = DEFAULT_Z if args.z is None else [v for group in args.z for v in group]
-    design = latin_hypercube(args.n_sims, args.seed, ranges=ranges or None, vary_all=args.vary_all)
-    result = make_training_set(args.out, design, grid=args.grid, z=z, backend=args.backend,
-                               backend_options=_backend_options(args), seed=args.seed, power=args.power,
-                               overwrite=args.overwrite, progress=sys.stderr.isatty())
-    print(f"emu-backend make-training-set: {len(result.files)} simulation(s) of {args.grid}^3 in {args.out} "
+    z = DEFAULT_Z if args.z is None else tuple(v for group in args.z for v in group)
+    return TrainingSetConfig(out=args.out, n_sims=args.n_sims, grid=args.grid, z=z, backend=args.backend,
+                             backend_options=_backend_options(args), seed=args.seed, vary_all=args.vary_all,
+                             ranges=ranges, power=args.power, overwrite=args.overwrite)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``emu-backend make-training-set``; package errors propagate to ``main`` (exit 2)."""
+    config = config_from_args(args)
+    result = build_training_set(config, progress=on_terminal())
+    print(f"emu-backend make-training-set: {len(result.files)} simulation(s) of {config.grid}^3 in {config.out} "
           f"({len(result.computed)} computed, {len(result.skipped)} already there), {result.seconds:.1f} s")
-    return 0
-
-
-#: ``(help, add_arguments, handler)`` as registered in :data:`emu_backend.cli.main.SUBCOMMANDS`.
-SUBCOMMAND = (HELP, add_arguments, handle)
+    return EXIT_OK

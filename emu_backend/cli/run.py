@@ -1,195 +1,107 @@
-"""``emu-backend run``: ICs -> backend -> snapshot files, a P(k) plot and a ``run.json`` summary.
+"""``emu-backend run``: seeded ICs -> the emulator (or a baseline) -> snapshots, a P(k) plot, ``run.json``.
 
-A thin sequence of library calls (:class:`~emu_backend.simulator.InitialConditions`,
-:func:`~emu_backend.simulator.simulate`, the writers of :mod:`emu_backend.io`). Every output path is
-checked before anything is computed, so an existing result is never replaced without ``overwrite``.
+Builds a :class:`~emu_backend.pipelines.run_config.RunConfig` from the TOML file (``--config``) and
+the flags given (flags win) and calls :func:`emu_backend.pipelines.run.run`.
+
+Examples
+--------
+>>> p = argparse.ArgumentParser(prog="run"); add_arguments(p)
+>>> config_from_args(p.parse_args(["--tile", "16", "--z", "0,1", "-n", "16"])).tile_size
+16
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
-import platform
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import h5py
-import numpy
-import scipy
-import torch
-from tqdm.auto import tqdm
+from ..pipelines.run import RunConfig, run
+from ..pipelines.run_config import config_from_mapping, load_toml
+from ._common import (
+    EXIT_OK,
+    add_emulator_arguments,
+    float_list,
+    key_as_written,
+    on_terminal,
+    with_banner,
+)
 
-from .._version import __version__
-from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
-from ..datatypes.meta import meta_to_json
-from ..ics import InitialConditions
-from ..io.atomic import atomic_path, check_overwrite
-from ..io.fields import write_fields
-from ..io.gadget import write_gadget_hdf5
-from ..simulator import get_backend, simulate
-from .config import RunConfig
-from .plot import plot_power
-
-__all__ = ["RunResult", "planned_files", "execute", "versions"]
+__all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_NAME = "run.json"
-PLOT_NAME = "power.png"
+NAME = "run"
+HELP = "run the emulator (or a baseline) from seeded ICs and write snapshots, a P(k) plot and run.json"
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What a run produced.
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``run`` flags; every default is None: unset flags take the config file's (or RunConfig's) value."""
+    p.add_argument("-c", "--config", metavar="TOML", help="TOML config file (flags win over its keys)")
+    p.add_argument("--cosmology", metavar="PRESET", help="cosmology preset: quijote (default), planck18")
+    p.add_argument("--omega-m", dest="omega_m", type=float, metavar="X", help="override Omega_m of the cosmology")
+    p.add_argument("-n", "--grid", type=int, metavar="N", help="particles per side (default 32)")
+    p.add_argument("--box-size", dest="box_size", type=float, metavar="MPC_H",
+                   help="box side [Mpc/h] (default 1000*N/512, the emulator's resolution)")
+    p.add_argument("--seed", type=int, help="white-noise seed (default 42)")
+    times = p.add_mutually_exclusive_group()
+    times.add_argument("--z", type=float_list, nargs="+", metavar="Z", help="output redshifts (default 0,1)")
+    times.add_argument("--a", type=float_list, nargs="+", metavar="A", help="output scale factors instead of --z")
+    p.add_argument("--backend", help="emulator (default), za, 2lpt; jaxpm/pmwd via the adapters")
+    add_emulator_arguments(p)
+    p.add_argument("--format", help="snapshot files: gadget (default), fields (HDF5), npz")
+    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default emu_out)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace existing output files")
+    p.add_argument("--n-files", dest="n_files", type=int, help="files per Gadget snapshot (default 1)")
+    p.add_argument("--length-unit", dest="length_unit", help="Gadget length unit: kpc/h (default) or Mpc/h")
+    p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
+                   help="write power.png (default on)")
+    p.add_argument("--baseline", help="baseline for the plot: 2lpt (default), za, none")
+    p.add_argument("--power", metavar="FILE", help="tabulated linear P(k) at z=0: columns k [h/Mpc], P [(Mpc/h)^3]")
+    p.add_argument("--fixed-amplitude", dest="fixed_amplitude", action="store_true", default=None,
+                   help="fixed-amplitude noise (Quijote 'fixed')")
+    p.add_argument("--paired", action="store_true", default=None, help="phase-flipped noise (Quijote 'paired')")
 
-    Attributes
-    ----------
-    config : RunConfig
-    files : tuple of Path
-        Every file written, in order (snapshots, plot, summary last).
-    untrained : bool
-        The emulator ran untrained (random) weights: outputs are not physical.
-    checksum : str or None
-        Checksum of the emulator weights.
-    seconds : float
-        Wall time of the run.
+
+#: Flags that are config keys of the same name (``dest``).
+_KEYS = ("grid", "box_size", "seed", "z", "a", "backend", "weights", "tile_size", "batch_size", "device",
+         "allow_extrapolation", "format", "out", "overwrite", "n_files", "length_unit", "plot", "baseline",
+         "power", "fixed_amplitude", "paired")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` of parsed ``run`` flags: the TOML file's keys, then the flags given.
+
+    A flag given by an alias (``--tile``) is passed as that config key's alias, so an error names it
+    as written.
     """
-
-    config: RunConfig
-    files: tuple
-    untrained: bool
-    checksum: str | None
-    seconds: float
-
-
-def _snapshot_stem(config: RunConfig, index: int) -> str:
-    return f"snap_{index:03d}" if config.format == "gadget" else f"fields_{index:03d}"
-
-
-def planned_files(config: RunConfig) -> list[Path]:
-    """Every file a run with ``config`` writes, in order."""
-    out = Path(config.out)
-    files = []
-    for i in range(len(config.redshifts)):
-        stem = _snapshot_stem(config, i)
-        if config.format == "gadget":
-            if config.n_files == 1:
-                files.append(out / f"{stem}.hdf5")
-            else:
-                files.extend(out / f"{stem}.{j}.hdf5" for j in range(config.n_files))
-        else:
-            files.append(out / f"{stem}.{'h5' if config.format == 'fields' else 'npz'}")
-    if config.plot:
-        files.append(out / PLOT_NAME)
-    files.append(out / SUMMARY_NAME)
-    return files
+    mapping = load_toml(args.config) if args.config else {}
+    source = f"config file {args.config!r}" if args.config else "config"
+    base = config_from_mapping(mapping, source=source)
+    flags = {key_as_written(args, k): getattr(args, k) for k in _KEYS if getattr(args, k) is not None}
+    for key in ("z", "a"):  # --z 0 1 and --z 0,1 both give [0.0, 1.0]
+        if key in flags:
+            flags[key] = [v for group in flags[key] for v in group]
+    if args.cosmology is not None or args.omega_m is not None:
+        if args.cosmology is not None:
+            cosmo = {"preset": args.cosmology}
+        else:  # change Omega_m of the file's (or the default) cosmology
+            cosmo = {**base.cosmology.to_dict(), "name": "custom"}
+        if args.omega_m is not None:
+            cosmo["omega_m"] = args.omega_m
+        flags["cosmology"] = cosmo
+    return config_from_mapping(flags, base=base, source="command-line flags")
 
 
-def versions() -> dict:
-    """Versions of the package and its main dependencies."""
-
-
-    return {"emu_backend": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "torch": torch.__version__, "h5py": h5py.__version__}
-
-
-def _backend_options(config: RunConfig, progress: bool) -> dict:
-    if config.backend != "emulator":
-        return {}
-    return {"weights": config.weights, "tile_size": config.tile, "batch_size": config.batch,
-            "device": config.device, "allow_extrapolation": config.allow_extrapolation, "progress": progress}
-
-
-def _write_snapshot(config: RunConfig, snap, index: int) -> list[Path]:
-
-    out = Path(config.out)
-    stem = _snapshot_stem(config, index)
-    if config.format == "gadget":
-        return write_gadget_hdf5(snap, out / stem, n_files=config.n_files, length_unit=config.length_unit,
-                                 overwrite=config.overwrite)
-    suffix = "h5" if config.format == "fields" else "npz"
-    return [write_fields(out / f"{stem}.{suffix}", snap.displacement_field(), snap.velocity_field(),
-                         box_size=snap.box_size, a=snap.a, cosmology=snap.cosmology, meta=snap.meta,
-                         overwrite=config.overwrite)]
-
-
-def execute(config: RunConfig, *, progress: bool = False) -> RunResult:
-    """Run the configured simulation and write its files.
-
-    Parameters
-    ----------
-    config : RunConfig
-    progress : bool
-        Show progress bars (only drawn on a terminal).
-
-    Returns
-    -------
-    RunResult
-
-    Raises
-    ------
-    InputError
-        An output file exists and ``config.overwrite`` is false (nothing is computed), or a bad value.
-    DomainError
-        The emulator's training domain is left without ``allow_extrapolation``.
-    """
-
-    t0 = time.perf_counter()
-    for path in planned_files(config):  # refuse before computing anything
-        check_overwrite(path, config.overwrite)
-    cosmo = config.cosmology
-    power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
-             else EisensteinHuPower(cosmo))
-    ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
-                                       fixed_amplitude=config.fixed_amplitude, paired=config.paired)
-    backend = get_backend(config.backend, **_backend_options(config, progress))
-    provenance = {"config": config.to_dict(), "versions": versions()}
-    snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)
-    untrained = bool(snaps[0].meta.get("untrained", False))
-    checksum = snaps[0].meta.get("checksum")
-
-    Path(config.out).mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    show = progress and sys.stderr.isatty()
-    for i, snap in enumerate(tqdm(snaps, desc="writing snapshots", unit="snap", disable=not show)):
-        written.extend(_write_snapshot(config, snap, i))
-    if config.plot:
-
-        baselines = None
-        if config.baseline != "none":
-            baselines = simulate(ics, cosmo, z=config.z, a=config.a, backend=config.baseline)
-        plot_meta = {**provenance, "seed": ics.seed, "checksum": checksum, "untrained": untrained,
-                     "cosmology": cosmo.to_dict(), "backend": backend.name, "baseline": config.baseline}
-        written.append(plot_power(Path(config.out) / PLOT_NAME, snaps, baselines, power, label=backend.name,
-                                  baseline_label=config.baseline.upper(), untrained=untrained,
-                                  metadata=plot_meta, overwrite=config.overwrite))
-    seconds = time.perf_counter() - t0
-    summary = {
-        "package": "emu_backend",
-        "versions": provenance["versions"],
-        "config": provenance["config"],
-        "seed": ics.seed,
-        "cosmology": cosmo.to_dict(),
-        "backend": backend.name,
-        "checksum": checksum,
-        "weights_source": snaps[0].meta.get("weights_source"),
-        "untrained": untrained,
-        "outputs": [{"z": s.z, "a": s.a, "files": [str(p) for p in _files_of(written, config, i)]}
-                    for i, s in enumerate(snaps)],
-        "files": [str(p) for p in written],
-        "wall_seconds": round(seconds, 3),
-    }
-    summary_path = Path(config.out) / SUMMARY_NAME
-    text = json.dumps(json.loads(meta_to_json(summary)), indent=2, sort_keys=False)
-    with atomic_path(summary_path, overwrite=config.overwrite) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-    written.append(summary_path)
-    logger.info("run finished in %.1f s: %d file(s) in %s", seconds, len(written), config.out)
-    return RunResult(config, tuple(written), untrained, checksum, seconds)
-
-
-def _files_of(written: list[Path], config: RunConfig, index: int) -> list[Path]:
-    stem = _snapshot_stem(config, index)
-    return [p for p in written if p.name.startswith(stem + ".")]
+def handle(args: argparse.Namespace) -> int:
+    """Run ``emu-backend run`` and print what it wrote; package errors propagate to ``main`` (exit 2)."""
+    config = config_from_args(args)
+    result = run(config, progress=on_terminal())
+    lines = [f"emu-backend run: backend {config.backend!r}, n = {config.grid}, "
+             f"L = {config.box_size_mpc_h:g} Mpc/h, seed {config.seed}, z = {list(config.redshifts)}, "
+             f"{result.seconds:.1f} s",
+             f"wrote {len(result.files)} file(s) to {config.out}:"]
+    lines += [f"  {p}" for p in result.files]
+    if result.checksum:
+        lines.append(f"weights checksum: {result.checksum}")
+    print(with_banner(lines, result.untrained))
+    return EXIT_OK

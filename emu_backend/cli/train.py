@@ -1,12 +1,12 @@
 """``emu-backend train``: train (or resume) the z-dependent emulator on training-sample files.
 
-A thin layer over :func:`emu_backend.training.trainer.train`; see ``docs/training.md``. Under
-``torchrun`` or SLURM every rank runs this same command (data-parallel, see
-:mod:`emu_backend.training.distributed`).
+Builds a :class:`~emu_backend.pipelines.train.TrainJobConfig` (with its
+:class:`~emu_backend.training.config.TrainConfig`) from the flags and calls
+:func:`emu_backend.pipelines.train.train_on_files`; see ``docs/training.md``. Under ``torchrun`` or
+SLURM every rank runs this same command (data-parallel, see :mod:`emu_backend.training.distributed`).
 
 Examples
 --------
->>> import argparse
 >>> p = argparse.ArgumentParser()
 >>> add_arguments(p)
 >>> a = p.parse_args(["--data", "d", "--out", "run", "--width", "8", "--no-resume"])
@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from ..errors import InputError
+from ..pipelines.train import TrainJobConfig, train_on_files
 from ..training.config import TrainConfig
-from ..training.dataset import find_sample_files, split_files
-from ..training.trainer import train
+from ._common import EXIT_OK
 
-__all__ = ["add_arguments", "handle", "SUBCOMMAND"]
+__all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
 logger = logging.getLogger(__name__)
 
+NAME = "train"
 HELP = "train the z-dependent emulator on training samples (checkpoints, resume, DDP via torchrun/SLURM)"
 
 
@@ -67,34 +66,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="progress bar (default: when stderr is a terminal)")
 
 
-_CONFIG_KEYS = ("width", "crop", "batch", "steps", "lr", "weight_decay", "warmup_steps", "grad_clip", "precision",
-                "checkpoint_every", "val_every", "val_samples", "augment", "device", "seed", "init_weights")
+#: Flags that are TrainConfig keys of the same name (``dest``); unset ones keep TrainConfig's defaults.
+_TRAIN_KEYS = ("width", "crop", "batch", "steps", "lr", "weight_decay", "warmup_steps", "grad_clip", "precision",
+               "checkpoint_every", "val_every", "val_samples", "augment", "device", "seed", "init_weights")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
+    """The :class:`TrainJobConfig` of parsed ``train`` flags."""
+    train = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_KEYS if getattr(args, k) is not None})
+    return TrainJobConfig(data=args.data, out=args.out, train=train, val_files=args.val_files or None,
+                          val_fraction=args.val_fraction, resume=args.resume, overwrite=args.overwrite)
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Run ``train``; package errors propagate to :func:`emu_backend.cli.main.main` (exit 2)."""
-
-    config = TrainConfig(**{k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k) is not None})
-    files = find_sample_files(args.data)
-    if args.val_files:
-        val = find_sample_files(args.val_files)
-        overlap = sorted(set(files) & set(val))
-        if overlap:
-            raise InputError(f"validation files also given as training data: {[str(p) for p in overlap]}")
-        train_files = files
-    else:
-        train_files, val = split_files(files, args.val_fraction, config.seed)
-    if not val:
-        logger.warning("no validation files: the final (not the best) weights are exported")
-    result = train(config, train_files, val, args.out, resume=args.resume, overwrite=args.overwrite,
-                   progress=sys.stderr.isatty() if args.progress is None else args.progress)
+    """Run ``emu-backend train``; package errors propagate to :func:`emu_backend.cli.main.main` (exit 2)."""
+    config = config_from_args(args)
+    job = train_on_files(config, progress=args.progress)
+    result = job.result
     if result.model_path is not None:
         best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
-        print(f"emu-backend train: {result.steps} steps ({len(train_files)} training, {len(val)} validation "
+        print(f"emu-backend train: {result.steps} steps ({job.n_train} training, {job.n_val} validation "
               f"simulations), resumed from step {result.resumed_from}; final training loss "
               f"{result.final_loss:.5g}, best validation loss {best} at step {result.best_step}\n"
               f"wrote {result.model_path} and {result.log_path}")
-    return 0
-
-
-SUBCOMMAND = (HELP, add_arguments, handle)
+    return EXIT_OK

@@ -5,46 +5,52 @@ Two sources of truth::
     emu-backend validate --against quijote ROOT [--sim N] [--snapnum S]
     emu-backend validate --against jaxpm|pmwd [--seed 42] [-n 32] [--z 0] [--mesh-factor 2]
 
-With Quijote the ICs (z = 127) give the linear displacement (:func:`~emu_backend.io.quijote.
-linear_displacement_from_ics`), the latin-hypercube row the cosmology and ``snapdir_XXX`` the truth
-(and ``groups_XXX`` its FoF halos). With a PM backend the truth is run from seeded ICs. The candidates
-(default: emulator, then 2LPT) run from the same ICs at the truth's redshift; :func:`~emu_backend.
-validation.compare.compare` measures every statistic and :func:`~emu_backend.validation.report.
-write_report` writes ``report.json``, ``report.md`` and the PNG plots into ``--out``.
+Builds a :class:`~emu_backend.pipelines.validate.ValidateConfig` from the flags and calls
+:func:`emu_backend.pipelines.validate.validate` (see there for what is compared and written).
 
 Exit status: 0 when the first candidate meets every threshold (``--max-pk-error``, ``--min-r`` over
 ``k <= --k-max``), 1 when it misses one, 2 on bad input (missing/corrupt files, bad flags).
+
+Examples
+--------
+>>> p = argparse.ArgumentParser(prog="validate"); add_arguments(p)
+>>> config_from_args(p.parse_args(["--against", "jaxpm", "--candidates", "2lpt,za"])).candidates
+('2lpt', 'za')
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-import time
-from pathlib import Path
 
-from ..errors import InputError
+from ..pipelines.validate import AGAINST, CANDIDATES, ValidateConfig, validate
+from ._common import (
+    EXIT_OK,
+    EXIT_THRESHOLD_MISSED,
+    add_emulator_arguments,
+    on_terminal,
+    with_banner,
+)
 
-__all__ = ["add_validate_arguments", "handle_validate", "execute_validate", "EXIT_THRESHOLD_MISSED"]
+__all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_THRESHOLD_MISSED = 1
-AGAINST = ("quijote", "jaxpm", "pmwd")
-_KNOWN_CANDIDATES = ("emulator", "2lpt", "za")
+NAME = "validate"
+HELP = ("compare the emulator and 2LPT with a reference N-body snapshot (Quijote, JaxPM, pmwd) "
+        "and write a report; exit 1 when a threshold is missed")
 
 
 def _names(text: str) -> list[str]:
     names = [v.strip() for v in text.replace(" ", ",").split(",") if v.strip()]
-    bad = [v for v in names if v not in _KNOWN_CANDIDATES]
+    bad = [v for v in names if v not in CANDIDATES]
     if not names or bad or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected distinct names from {list(_KNOWN_CANDIDATES)} separated by "
+        raise argparse.ArgumentTypeError(f"expected distinct names from {list(CANDIDATES)} separated by "
                                          f"commas, got {text!r}")
     return names
 
 
-def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``emu-backend validate``."""
     p.add_argument("--against", required=True, choices=AGAINST, help="source of the reference snapshot")
     p.add_argument("root", nargs="?", metavar="ROOT",
@@ -67,12 +73,8 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("candidates")
     e.add_argument("--candidates", type=_names, default=["emulator", "2lpt"],
                    help="comma-separated; the first is judged, the others are baselines (default emulator,2lpt)")
-    e.add_argument("--weights", metavar="PATH", help="emulator checkpoint (default: the package default)")
-    e.add_argument("--tile", type=int, help="emulator tile size, a multiple of 8 (default: automatic)")
-    e.add_argument("--batch", type=int, default=1, help="tiles per network call (default 1)")
-    e.add_argument("--device", help="torch device (default cpu)")
-    e.add_argument("--allow-extrapolation", dest="allow_extrapolation", action="store_true", default=None,
-                   help="let the emulator run outside its training domain (with a warning)")
+    add_emulator_arguments(e, batch_size_default=1, device_default="cpu", extrapolation_default=False,
+                           device_help="torch device (default cpu)")
     s = p.add_argument_group("statistics and thresholds")
     s.add_argument("--n-mesh", dest="n_mesh", type=int, help="mesh per side for P(k), B, RSD (default: the grid)")
     s.add_argument("--k-max", dest="k_max", type=float, help="largest k [h/Mpc] of the checks (default k_Nyq/2)")
@@ -85,98 +87,23 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing report files")
 
 
-def _reference_quijote(args):
-    from ..ics import InitialConditions
-    from ..io.quijote import QuijoteSimulation, linear_displacement_from_ics
-
-    if args.root is None:
-        raise InputError("--against quijote needs the Quijote folder ROOT")
-    sim = QuijoteSimulation.open(args.root, args.sim)
-    snapnums = sim.snapnums()
-    snapnum = args.snapnum if args.snapnum is not None else (snapnums[-1] if snapnums else None)
-    if snapnum is None:
-        raise InputError(f"{str(sim.folder)!r} holds no snapdir_XXX folder")
-    cosmo = sim.cosmology()
-    ics_snapshot = sim.read_ics(cosmo)
-    psi = linear_displacement_from_ics(ics_snapshot, cosmo, correct_2lpt=args.correct_2lpt)
-    ics = InitialConditions.from_linear_displacement(
-        psi, ics_snapshot.box_size, seed=sim.seed(),
-        provenance={"source": "quijote", "folder": str(sim.folder), "sim": sim.sim, "correct_2lpt": args.correct_2lpt})
-    truth = sim.read_snapshot(snapnum, cosmo)
-    halos = sim.read_halos(snapnum, truth) if args.halos and sim.has_halos(snapnum) else None
-    source = {"against": "quijote", "folder": str(sim.folder), "sim": sim.sim, "snapnum": snapnum,
-              "halos_from": "groups files" if halos is not None else ("fof" if args.halos else None)}
-    return cosmo, ics, truth, halos, source
+#: Flags that are ValidateConfig keys of the same name (``dest``).
+_KEYS = ("against", "root", "sim", "snapnum", "correct_2lpt", "seed", "grid", "box_size", "cosmology", "omega_m",
+         "z", "mesh_factor", "a_start", "candidates", "weights", "tile_size", "batch_size", "device",
+         "allow_extrapolation", "n_mesh", "k_max", "max_pk_error", "min_r", "halos", "out", "overwrite")
 
 
-def _reference_pm(args):
-    from ..cosmology.params import Cosmology
-    from ..ics import InitialConditions
-    from ..simulator import simulate
-
-    cosmo = Cosmology.preset(args.cosmology)
-    if args.omega_m is not None:
-        cosmo = cosmo.clone(omega_m=args.omega_m, name="custom")
-    ics = InitialConditions.from_noise(args.grid, args.box_size, cosmo, seed=args.seed)
-    options = {"mesh_factor": args.mesh_factor}
-    if args.a_start is not None:
-        options["a_start"] = args.a_start
-    truth = simulate(ics, cosmo, z=args.z, backend=args.against, **options)[0]
-    source = {"against": args.against, "seed": args.seed, "grid": args.grid, "box_size_mpc_h": ics.box_size,
-              "backend_options": options, "halos_from": "fof" if args.halos else None}
-    return cosmo, ics, truth, None, source
+def config_from_args(args: argparse.Namespace) -> ValidateConfig:
+    """The :class:`ValidateConfig` of parsed ``validate`` flags."""
+    return ValidateConfig(**{k: getattr(args, k) for k in _KEYS})
 
 
-def execute_validate(args: argparse.Namespace, *, progress: bool = False):
-    """Run the comparison described by parsed ``validate`` flags and write the report.
-
-    Returns
-    -------
-    (Report, dict)
-        The written report and the comparison result.
-    """
-    from ..io.atomic import check_overwrite
-    from ..simulator import get_backend, simulate
-    from ..validation.compare import compare
-    from ..validation.report import REPORT_FILES, Thresholds, write_report
-
-    t0 = time.perf_counter()
-    thresholds = Thresholds(max_pk_error=args.max_pk_error, min_r=args.min_r, judged=(args.candidates[0],))
-    for name in REPORT_FILES:  # refuse before computing anything
-        check_overwrite(Path(args.out) / name, args.overwrite)
-    if args.against != "quijote" and (args.root is not None or args.sim is not None or args.snapnum is not None):
-        raise InputError(f"ROOT, --sim and --snapnum apply to --against quijote, not --against {args.against}")
-    cosmo, ics, truth, halos, source = (_reference_quijote if args.against == "quijote" else _reference_pm)(args)
-    candidates, meta = {}, {}
-    for name in args.candidates:
-        options = {}
-        if name == "emulator":
-            options = {"weights": args.weights, "tile_size": args.tile, "batch_size": args.batch,
-                       "device": args.device, "allow_extrapolation": args.allow_extrapolation, "progress": progress}
-        snap = simulate(ics, cosmo, z=truth.z, backend=get_backend(name, **options))[0]
-        candidates[name] = snap
-        if name == "emulator":
-            meta = {"untrained": bool(snap.meta.get("untrained")), "checksum": snap.meta.get("checksum"),
-                    "weights_source": snap.meta.get("weights_source")}
-    result = compare(truth, candidates, n_mesh=args.n_mesh, k_max=args.k_max, truth_halos=halos,
-                     halos=args.halos)
-    from .run import versions
-
-    config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
-    result["meta"].update({"reference": source, "truth_source": args.against, "seed": ics.seed, **meta,
-                           "package_version": versions()["emu_backend"], "config": config,
-                           "versions": versions(), "wall_seconds": round(time.perf_counter() - t0, 3)})
-    report = write_report(result, args.out, thresholds=thresholds, overwrite=args.overwrite)
-    return report, result
-
-
-def handle_validate(args: argparse.Namespace) -> int:
-    """CLI handler: run, print the summary, return 0 (pass) or 1 (a threshold missed)."""
-    from .main import BANNER, EXIT_OK
-
-    report, result = execute_validate(args, progress=sys.stderr.isatty())
-    meta = result["meta"]
-    lines = [f"emu-backend validate --against {args.against}: z = {meta['z']:.4g}, n = {meta['grid']}, "
+def handle(args: argparse.Namespace) -> int:
+    """Run ``emu-backend validate``, print the summary; 0 (pass) or 1 (a threshold missed)."""
+    config = config_from_args(args)
+    outcome = validate(config, progress=on_terminal())
+    report, meta = outcome.report, outcome.comparison["meta"]
+    lines = [f"emu-backend validate --against {config.against}: z = {meta['z']:.4g}, n = {meta['grid']}, "
              f"L = {meta['box_size_mpc_h']:g} Mpc/h, k <= {meta['k_max_h_mpc']:.4g} h/Mpc, "
              f"{meta['wall_seconds']:.1f} s"]
     for c in report.checks:
@@ -184,10 +111,8 @@ def handle_validate(args: argparse.Namespace) -> int:
         op = "<=" if c["kind"] == "max" else ">="
         lines.append(f"  {c['candidate']}: {c['statistic']} = {value} (limit {op} {c['limit']:g}): "
                      f"{'pass' if c['passed'] else 'FAIL'}")
-    for name, summ in result["summary"].items():
+    for name, summ in outcome.comparison["summary"].items():
         lines.append(f"  {name}: max|P/P_ref-1| = {summ['max_abs_pk_ratio_minus_1']}, min r = {summ['min_r']}")
-    lines.append(f"{'PASS' if report.passed else 'FAIL'}; wrote {len(report.files)} file(s) to {args.out}")
-    if meta.get("untrained"):
-        lines = [BANNER, *lines, BANNER]
-    print("\n".join(lines))
-    return EXIT_OK if report.passed else EXIT_THRESHOLD_MISSED
+    lines.append(f"{'PASS' if report.passed else 'FAIL'}; wrote {len(report.files)} file(s) to {config.out}")
+    print(with_banner(lines, bool(meta.get("untrained"))))
+    return EXIT_OK if outcome.passed else EXIT_THRESHOLD_MISSED

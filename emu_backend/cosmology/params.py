@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..checks import check_real
 from ..errors import InputError
 from . import growth
 
@@ -57,32 +57,22 @@ class Cosmology:
     name: str = "custom"
 
     def __post_init__(self):
-        def check(key, value, lo, hi, lo_open=True, hi_open=True):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise InputError(f"Cosmology.{key} must be a finite number, got {value!r}")
-            below = value <= lo if lo_open else value < lo
-            above = value >= hi if hi_open else value > hi
-            if below or above:
-                lb = "(" if lo_open else "["
-                rb = ")" if hi_open else "]"
-                raise InputError(f"Cosmology.{key} = {value!r} is outside the allowed range {lb}{lo}, {hi}{rb}")
+        def check(key, lo, hi, lo_open=True):
+            value = check_real(getattr(self, key), f"Cosmology.{key}", lo, hi, lo_open=lo_open, hi_open=True)
+            object.__setattr__(self, key, value)
 
-        check("omega_m", self.omega_m, 0.0, 1.0)
-        check("omega_b", self.omega_b, 0.0, self.omega_m, lo_open=False)
-        check("h", self.h, 0.2, 2.0)
-        check("n_s", self.n_s, 0.5, 1.5)
+        check("omega_m", 0.0, 1.0)
+        check("omega_b", 0.0, self.omega_m, lo_open=False)
+        check("h", 0.2, 2.0)
+        check("n_s", 0.5, 1.5)
         if (self.sigma8 is None) == (self.A_s is None):
             raise InputError(
                 f"exactly one of sigma8 and A_s must be given, got sigma8={self.sigma8!r}, A_s={self.A_s!r}"
             )
         if self.sigma8 is not None:
-            check("sigma8", self.sigma8, 0.0, 3.0)
+            check("sigma8", 0.0, 3.0)
         if self.A_s is not None:
-            check("A_s", self.A_s, 0.0, 1e-7)
-        for key in ("omega_m", "omega_b", "h", "n_s", "sigma8", "A_s"):
-            value = getattr(self, key)
-            if isinstance(value, int):
-                object.__setattr__(self, key, float(value))
+            check("A_s", 0.0, 1e-7)
 
     # -- derived values -------------------------------------------------------------------
     @property

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..checks import check_int, check_positive, check_real
 from ..cosmology.params import Cosmology
 from ..errors import InputError
 from ..mesh.paint import paint
 from .meta import meta_to_json, readonly
 
-__all__ = ["Snapshot", "wrap_positions", "lagrangian_grid", "check_matching_snapshots"]
+__all__ = ["Snapshot", "wrap_positions", "lagrangian_grid", "check_matching_snapshots", "A_MAX"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest scale factor a snapshot (or a field file, or an output time) may carry: ``a`` is in ``(0, A_MAX]``.
+A_MAX = 1.5
 
 
 def wrap_positions(positions: np.ndarray, box_size: float) -> np.ndarray:
@@ -100,18 +104,9 @@ class Snapshot:
         def put(key, value):
             object.__setattr__(self, key, value)
 
-        for key in ("a", "box_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-                raise InputError(f"Snapshot.{key} must be a number, got {value!r}")
-            put(key, float(value))
-        if not (0.0 < self.a <= 1.5):
-            raise InputError(f"Snapshot.a = {self.a!r} is outside the allowed range (0, 1.5]")
-        if not (0.0 < self.box_size < math.inf):
-            raise InputError(f"Snapshot.box_size = {self.box_size!r} Mpc/h must be finite and > 0")
-        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or self.grid < 1:
-            raise InputError(f"Snapshot.grid must be an integer >= 1, got {self.grid!r}")
-        put("grid", int(self.grid))
+        put("a", check_real(self.a, "Snapshot.a", 0.0, A_MAX, lo_open=True))
+        put("box_size", check_positive(self.box_size, "Snapshot.box_size", unit="Mpc/h"))
+        put("grid", check_int(self.grid, "Snapshot.grid", 1))
         if not isinstance(self.cosmology, Cosmology):
             raise InputError(f"Snapshot.cosmology must be a Cosmology, got {type(self.cosmology).__name__}")
         if not isinstance(self.meta, dict):
@@ -198,11 +193,10 @@ class Snapshot:
         if vel.shape != dis.shape:
             raise InputError(f"vel must have the shape of dis {dis.shape}, got {vel.shape}")
         n = dis.shape[1]
-        if not (isinstance(box_size, (int, float, np.floating)) and box_size > 0):
-            raise InputError(f"box_size must be a number > 0 [Mpc/h], got {box_size!r}")
-        q = lagrangian_grid(n, float(box_size))  # (3, n, n, n) float64
+        box = check_positive(box_size, "box_size", unit="Mpc/h")
+        q = lagrangian_grid(n, box)  # (3, n, n, n) float64
         pos = (q + dis.astype(np.float64)).reshape(3, -1).T
-        pos = wrap_positions(np.mod(pos, float(box_size)).astype(np.float32), float(box_size))
+        pos = wrap_positions(np.mod(pos, box).astype(np.float32), box)
         return cls(
             positions=pos,
             velocities=vel.reshape(3, -1).T,
@@ -260,11 +254,10 @@ class Snapshot:
         ndarray, shape (n_mesh, n_mesh, n_mesh), float64
             Overdensity; mean 0 up to round-off.
         """
-        if isinstance(n_mesh, bool) or not isinstance(n_mesh, (int, np.integer)) or n_mesh < 1:
-            raise InputError(f"n_mesh must be an integer >= 1, got {n_mesh!r}")
+        n_mesh = check_int(n_mesh, "n_mesh", 1)
         pos = torch.from_numpy(np.asarray(self.positions, dtype=np.float64))
-        mesh = paint(pos, int(n_mesh), self.box_size, window=window, periodic=True)
-        mean = self.n_particles / int(n_mesh) ** 3
+        mesh = paint(pos, n_mesh, self.box_size, window=window, periodic=True)
+        mean = self.n_particles / n_mesh**3
         return (mesh / mean - 1.0).numpy()
 
 

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import check_float_dtype, check_int, check_positive
 from ..cosmology.linear_power import EisensteinHuPower
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_to_json, readonly
 from ..errors import InputError
-from ._grid import check_box_size, check_displacement, check_field
+from .grid import check_displacement, check_field
 from .linear import (
     Convention,
-    check_float_dtype,
     default_box_size,
     displacement_from_density,
     divergence,
@@ -93,17 +93,15 @@ class InitialConditions:
         if psi.shape[1:] != delta.shape:
             raise InputError(f"displacement shape {psi.shape} does not match density shape {delta.shape}")
         dtype = np.float64 if psi.dtype == np.float64 else np.float32
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0
-        ):
-            raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+        if self.seed is not None:
+            check_int(self.seed, "seed", 0, what="a non-negative integer or None")
         if not isinstance(self.provenance, dict):
             raise InputError(f"provenance must be a dict, got {type(self.provenance).__name__}")
         meta_to_json(self.provenance)
         put = object.__setattr__
         put(self, "displacement", readonly(np.asarray(psi, dtype=dtype)))
         put(self, "density", readonly(np.asarray(delta, dtype=dtype)))
-        put(self, "box_size", check_box_size(self.box_size))
+        put(self, "box_size", check_positive(self.box_size, "box_size", unit="Mpc/h"))
         put(self, "seed", None if self.seed is None else int(self.seed))
         put(self, "provenance", dict(self.provenance))
 

@@ -34,8 +34,9 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
+from ..checks import check_float_dtype, check_positive
 from ..errors import ComputationError, InputError
-from ._grid import check_box_size, check_displacement, check_field, nyquist_mask, wavevectors
+from .grid import check_displacement, check_field, nyquist_mask, wavevectors
 
 __all__ = [
     "linear_density",
@@ -44,7 +45,6 @@ __all__ = [
     "divergence",
     "default_box_size",
     "linear_arrays",
-    "check_float_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,16 +56,6 @@ _CONVENTIONS = ("fourier", "reference")
 def default_box_size(n: int) -> float:
     """Box size [Mpc/h] of an n^3 grid at the emulators' training resolution, ``1000 n / 512``."""
     return 1000.0 * n / 512.0
-
-
-def check_float_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise InputError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise InputError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def _evaluate_power(power, k: np.ndarray) -> np.ndarray:
@@ -95,7 +85,7 @@ def _spectra(noise, power, box_size, convention):
         raise InputError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
     arr = check_field(noise, "noise")
     n = arr.shape[0]
-    box = default_box_size(n) if box_size is None else check_box_size(box_size)
+    box = default_box_size(n) if box_size is None else check_positive(box_size, "box_size", unit="Mpc/h")
     dv = (box / n) ** 3
     noise_k = scipy.fft.rfftn(arr.astype(np.float64, copy=False))
     if convention == "reference":
@@ -191,7 +181,7 @@ def displacement_from_density(density, box_size: float, *, dtype=np.float64) -> 
     """
     dt = check_float_dtype(dtype)
     delta = check_field(density, "density")
-    box = check_box_size(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = delta.shape[0]
     delta_k = scipy.fft.rfftn(delta.astype(np.float64, copy=False)) * nyquist_mask(n)
     delta_k[0, 0, 0] = 0.0
@@ -217,7 +207,7 @@ def divergence(displacement, box_size: float) -> np.ndarray:
         ``div Psi``, dimensionless for Psi in Mpc/h.
     """
     psi = check_displacement(displacement, "displacement")
-    box = check_box_size(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = psi.shape[1]
     kvec = wavevectors(n, box)
     mask = nyquist_mask(n)

@@ -25,10 +25,12 @@ import logging
 import numpy as np
 import scipy.fft
 
+from ..checks import check_float_dtype, check_int, check_positive, check_real
 from ..cosmology import growth
 from ..cosmology.params import Cosmology
+from ..datatypes.snapshot import lagrangian_grid as _grid_positions
 from ..errors import InputError
-from ._grid import check_box_size, check_displacement, nyquist_mask, wavevectors
+from .grid import check_displacement, nyquist_mask, wavevectors
 
 __all__ = [
     "second_order_source",
@@ -47,7 +49,7 @@ _PAIRS = ((0, 1), (0, 2), (1, 2))
 
 def _spectral_setup(displacement, box_size):
     psi = check_displacement(displacement, "displacement")
-    box = check_box_size(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = psi.shape[1]
     kvec = wavevectors(n, box)
     k2 = kvec[0] ** 2 + kvec[1] ** 2 + kvec[2] ** 2
@@ -137,11 +139,8 @@ def second_order_growth_rate(z, omega_m):
 
 def lagrangian_grid(n: int, box_size: float) -> np.ndarray:
     """Lagrangian positions ``q = (i, j, k) L / n`` [Mpc/h] of an n^3 particle grid, shape (3, n, n, n)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise InputError(f"grid size n must be an integer >= 2, got {n!r}")
-    box = check_box_size(box_size)
-    q1 = np.arange(n, dtype=np.float64) * (box / n)
-    return np.stack(np.meshgrid(q1, q1, q1, indexing="ij"))
+    n = check_int(n, "grid size n", 2)
+    return _grid_positions(n, check_positive(box_size, "box_size", unit="Mpc/h"))
 
 
 def lpt_particles(
@@ -185,17 +184,13 @@ def lpt_particles(
     >>> float(pos[0, 0, 0, 0]), round(float(vel[0, 0, 0, 0]), 3)
     (1.0, 52.946)
     """
-    if order not in (1, 2) or isinstance(order, bool):
-        raise InputError(f"LPT order must be 1 or 2, got {order!r}")
+    order = check_int(order, "LPT order", 1, 2, what="1 or 2")
     if not isinstance(cosmology, Cosmology):
         raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
-    if isinstance(z, bool) or not isinstance(z, (int, float, np.integer, np.floating)) or not np.isfinite(z) or z <= -1:
-        raise InputError(f"redshift z must be a finite number > -1, got {z!r}")
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise InputError(f"dtype must be float32 or float64, got {dt}")
+    z = check_real(z, "redshift z", -1.0, lo_open=True)
+    dt = check_float_dtype(dtype)
     psi1 = check_displacement(displacement, "displacement").astype(np.float64)
-    box = check_box_size(box_size)
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
     n = psi1.shape[1]
     om = cosmology.omega_m
     a = 1.0 / (1.0 + float(z))

@@ -17,23 +17,17 @@ step 5); it is separate because it is not a Fourier Nyquist cut.
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 import scipy.fft
 
+from ..checks import check_int
 from ..errors import InputError
-from ._grid import check_field
+from .grid import check_field
 
 __all__ = ["white_noise", "fix_amplitude", "zero_central_planes"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
 
 def white_noise(
@@ -72,10 +66,9 @@ def white_noise(
     >>> bool(np.all(a + b == 0)), a.dtype.name
     (True, 'float32')
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
-        raise InputError(f"grid size n must be an integer >= 2, got {n!r}")
-    rng = np.random.Generator(np.random.PCG64(_check_seed(seed)))
-    noise = rng.standard_normal((int(n),) * 3, dtype=np.float32)
+    n = check_int(n, "grid size n", 2)
+    rng = np.random.Generator(np.random.PCG64(check_int(seed, "seed", 0)))
+    noise = rng.standard_normal((n,) * 3, dtype=np.float32)
     if fixed_amplitude:
         noise = fix_amplitude(noise)
     if paired:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..checks import check_choice
 from ..errors import InputError
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "check_run_options", "precision_context", "compiled", "emulate_precision",
@@ -53,10 +54,8 @@ def check_run_options(precision: str, compile_mode: str | None, device: torch.de
         Unknown ``precision`` or ``compile_mode``; ``"tf32"`` off CUDA; a 16-bit autocast or TF32
         together with ``dtype`` float64 (they lower float32 only).
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if compile_mode is not None and compile_mode not in COMPILE_MODES:
-        raise InputError(f"compile_mode must be None or one of {COMPILE_MODES}, got {compile_mode!r}")
+    check_choice(precision, "precision", PRECISIONS)
+    check_choice(compile_mode, "compile_mode", (None, *COMPILE_MODES))
     if precision == "tf32" and device.type != "cuda":
         raise InputError(f"precision 'tf32' needs a CUDA device, got {device.type!r}; "
                          f"on {device.type} use one of ('fp32', 'bf16', 'fp16')")
@@ -126,14 +125,12 @@ def round_to(t: torch.Tensor, precision: str) -> torch.Tensor:
     ``"fp16"`` and ``"bf16"`` through a cast (so fp16 overflows to inf as on a GPU); ``"tf32"`` keeps
     10 mantissa bits (round to nearest, ties away from zero in magnitude); ``"fp32"`` is the identity.
     """
-    if precision == "fp32":
+    if check_choice(precision, "precision", PRECISIONS) == "fp32":
         return t
     if precision in _AUTOCAST:
         return t.to(_AUTOCAST[precision]).to(t.dtype)
-    if precision == "tf32":
-        bits = t.contiguous().view(torch.int32)
-        return ((bits + 0x1000) & ~0x1FFF).view(torch.float32).reshape(t.shape)
-    raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    bits = t.contiguous().view(torch.int32)  # tf32
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32).reshape(t.shape)
 
 
 class _RoundedConvolutions(TorchFunctionMode):
@@ -173,7 +170,6 @@ def emulate_precision(precision: str) -> Iterator[None]:
     ...     F.conv3d(x, w).item()
     1.0
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_choice(precision, "precision", PRECISIONS)
     with _RoundedConvolutions(precision):
         yield

@@ -17,7 +17,7 @@ from ..nn import StyledVNet
 from .emulator import Emulator
 from .models import ZdepConvention
 
-__all__ = ["DEFAULT_WEIGHTS_NAME", "default_weights_path", "default_emulator", "UNTRAINED_WARNING",
+__all__ = ["DEFAULT_WEIGHTS_NAME", "default_weights_path", "default_emulator", "load_emulator", "UNTRAINED_WARNING",
            "SHIPPED_WEIGHTS_NOTE"]
 
 log = logging.getLogger(__name__)
@@ -67,3 +67,51 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
                    source="untrained-random-seed0", precision=precision, compile_mode=compile_mode)
     emu.untrained = True
     return emu
+
+
+def load_emulator(weights=None, *, device="cpu", dtype="float32", allow_extrapolation: bool = False,
+                  precision: str = "fp32", compile_mode: str | None = None) -> Emulator:
+    """The emulator a user asks for: a weights file, or the shipped default when ``weights`` is None.
+
+    The one place where user options (command line, run configs, simulator backends) become an
+    :class:`Emulator`.
+
+    Parameters
+    ----------
+    weights : str or Path, optional
+        A checkpoint for :meth:`Emulator.from_checkpoint` (our model file, a published map2map ``.pt``
+        or the JAX port's ``.npz``); None: :func:`default_emulator`.
+    device : str or torch.device
+        Torch device, e.g. ``"cpu"``, ``"cuda:0"``.
+    dtype : {"float32", "float64"}
+        Arithmetic of the network.
+    allow_extrapolation : bool
+        Run outside the training domain (Omega_m, z, cell size 1000/512 Mpc/h) with a warning
+        instead of raising :class:`~emu_backend.errors.DomainError`.
+    precision : {"fp32", "tf32", "bf16", "fp16"}
+        Network arithmetic (see :mod:`emu_backend.inference.acceleration`).
+    compile_mode : str, optional
+        ``torch.compile`` mode; None: eager.
+
+    Returns
+    -------
+    Emulator
+        With ``untrained = True`` when it is the random stand-in of a build without shipped weights.
+
+    Raises
+    ------
+    FileFormatError, CheckpointError
+        ``weights`` is missing, unreadable or fails its checksum.
+    InputError
+        A bad device, dtype, precision or compile mode.
+
+    Examples
+    --------
+    >>> load_emulator(device="cpu").device.type
+    'cpu'
+    """
+    options = {"device": device, "dtype": dtype, "allow_extrapolation": allow_extrapolation,
+               "precision": precision, "compile_mode": compile_mode}
+    if weights is None:
+        return default_emulator(**options)
+    return Emulator.from_checkpoint(weights, **options)

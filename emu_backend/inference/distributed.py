@@ -12,7 +12,9 @@ redshifts). Each part file is the HDF5 field format of :mod:`emu_backend.io.fiel
 (datasets ``(3, hi - lo, N1, N2)``), with the full provenance (package version, run configuration,
 seed, weights checksum, cosmology) and its ``rank``, ``world_size``, ``rows`` and ``tiles`` in the run
 record. Parts stream and resume exactly like :func:`~emu_backend.inference.streaming.predict_to_file`
-(``.partial`` files, fsynced progress per batch, atomic rename). After a barrier, rank 0 writes the
+(``.partial`` files, data fsynced before the progress record, a done map of tile checksums verified on
+resume and before the atomic rename; the run record identifies the input by a SHA-256 of the rows the
+rank reads). After a barrier, rank 0 writes the
 index ``<stem>.index.json`` (atomically) naming the parts and their rows; :func:`check_parts` verifies a
 run is complete and :func:`read_parts` / :func:`assemble_parts` put the box back together.
 
@@ -47,7 +49,8 @@ from ..io.atomic import atomic_path, check_overwrite
 from ..io.fields import FieldData
 from ..io.jsonfile import read_json
 from .rank_rows import rank_view
-from .streaming import _redshifts, output_paths, prepare_stream, run_stream
+from .streaming import output_paths, prepare_stream, redshift_list, run_stream
+from .tile_evidence import DIGESTS
 from .tiling import TilePlan
 
 __all__ = ["predict_distributed", "part_path", "index_path", "check_parts", "read_parts", "assemble_parts",
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 INDEX_FORMAT = "emu_backend/field-parts"
 INDEX_VERSION = 1
 _ERRORS = {cls.__name__: cls for cls in (InputError, DomainError, FileFormatError, ComputationError)}
+#: Run-record fields that differ between ranks (a rank digests only the input rows it reads).
+_PER_RANK = ("rank", "tiles", "rows", "input_sha256")
 
 
 def part_path(final: Path, rank: int) -> Path:
@@ -183,7 +188,7 @@ def predict_distributed(emulator, input_path, output_path, omega_m: float, z, *,
         # out/nonlin.0.h5, out/nonlin.1.h5, out/nonlin.index.json; read_parts(index).displacement
     """
     finals = output_paths(output_path, z)
-    zs = _redshifts(z)
+    zs = redshift_list(z)
     indexes = [index_path(f) for f in finals]
     with _Group(emulator.device) as group, contextlib.ExitStack() as stack:
         rank, world = group.rank, group.world
@@ -222,8 +227,8 @@ def _write_index(idx: Path, job, z: float, parts: list[Path], world: int) -> Non
     for r, p in enumerate(parts):
         tiles = plan.slab_share(r, world)
         entries.append({"rank": r, "file": p.name, "tiles": list(tiles), "rows": list(plan.rows(*tiles))})
-    run = {k: v for k, v in job.run.items() if k not in ("rank", "tiles", "rows")}
-    meta = dict(job.meta, config={k: v for k, v in job.meta["config"].items() if k not in ("rank", "tiles", "rows")})
+    run = {k: v for k, v in job.run.items() if k not in _PER_RANK}
+    meta = dict(job.meta, config={k: v for k, v in job.meta["config"].items() if k not in _PER_RANK})
     index = {"format": INDEX_FORMAT, "format_version": INDEX_VERSION, "world_size": world,
              "shape": list(job.shape), "z": z, "a": 1.0 / (1.0 + z), "box_size": job.box_size,
              "velocity": job.velocity, "cosmology": json.loads(job.header["cosmology"]), "meta": meta,
@@ -261,7 +266,9 @@ def check_parts(index) -> dict:
     Raises
     ------
     FileFormatError
-        A missing, partial, unreadable or foreign part, or rows that do not cover ``[0, N0)`` once.
+        A missing, partial, unreadable or foreign part, a part whose done map lacks a tile's checksum,
+        or rows that do not cover ``[0, N0)`` once. (The checksums themselves were verified against the
+        data before each part got its final name.)
     """
 
     idx_path = Path(index)
@@ -279,6 +286,7 @@ def check_parts(index) -> dict:
             with h5py.File(p, "r") as f:
                 run, complete, next_tile = json.loads(f.attrs["run"]), bool(f.attrs["complete"]), int(f.attrs["next_tile"])
                 shapes = {k: f[k].shape for k in ("displacement", "velocity") if k in f}
+                undone = np.flatnonzero(~f[DIGESTS][...].any(axis=1)) if DIGESTS in f else []
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise FileFormatError(f"part {str(p)!r}: unreadable ({exc})") from exc
         want = (3, hi - lo, *shape[2:])
@@ -287,6 +295,9 @@ def check_parts(index) -> dict:
                 and (not index["velocity"] or shapes.get("velocity") == want)):
             raise FileFormatError(f"part {str(p)!r} is incomplete or from another run (complete={complete}, "
                                   f"next tile {next_tile} of [{t0}, {t1}), shapes {shapes}, expected {want})")
+        if len(undone):
+            raise FileFormatError(f"part {str(p)!r}: tile {t0 + int(undone[0])} has no checksum in its done map "
+                                  f"({len(undone)} of [{t0}, {t1}) missing)")
     if expect_lo != shape[1]:
         raise FileFormatError(f"{str(idx_path)!r}: parts cover rows [0, {expect_lo}) of {shape[1]}")
     return index

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..checkpoints.jax_port import read_jax_npz
 from ..checkpoints.native import is_model_file, load_model_file, save_model_file
 from ..checkpoints.published import check_state_dict, extract_state_dict, infer_arch, read_torch_file
+from ..checks import check_choice, check_int, check_positive, check_real, check_reals
 from ..errors import CheckpointError, InputError
 from ..nn import StyledVNet
 from .acceleration import check_run_options, precision_context
@@ -53,7 +54,10 @@ class Prediction:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The checked arguments of one emulation run (see :meth:`Emulator.plan`).
+    """The checked arguments of one emulation run.
+
+    Made by :meth:`Emulator.plan`, which checks every argument once; :meth:`Emulator.run_plan` and the
+    network calls trust it.
 
     Attributes
     ----------
@@ -90,13 +94,6 @@ def _check_field(dis) -> tuple:
             bad[1] += i
             raise InputError(f"linear displacement holds a non-finite value {block[tuple(bad - [0, i, 0, 0])]} at index {tuple(int(b) for b in bad)}")
     return shape
-
-
-def _real(name: str, value) -> float:
-    """``value`` as a float, or :class:`InputError` naming it (a string, None, a list...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a real number, got {value!r}")
-    return float(value)
 
 
 #: Activation layouts of :class:`Emulator` (``memory_format``).
@@ -144,12 +141,9 @@ class Emulator:
     def __init__(self, model: ModelConvention, *, device="cpu", dtype="float32",
                  allow_extrapolation: bool = False, checksum: str = "", source: str = "",
                  memory_format: str = "auto", precision: str = "fp32", compile_mode: str | None = None):
-        if memory_format not in (*MEMORY_FORMATS, "auto"):
-            raise InputError(f"memory_format must be one of {['auto', *sorted(MEMORY_FORMATS)]}, got {memory_format!r}")
+        check_choice(memory_format, "memory_format", ["auto", *sorted(MEMORY_FORMATS)])
         if isinstance(dtype, str):
-            if dtype not in _DTYPES:
-                raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-            dtype = _DTYPES[dtype]
+            dtype = _DTYPES[check_choice(dtype, "dtype", sorted(_DTYPES))]
         if dtype not in _DTYPES.values():
             raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         try:
@@ -193,7 +187,7 @@ class Emulator:
         device, dtype, allow_extrapolation, memory_format, precision, compile_mode
             See :class:`Emulator`.
         allow_pickle : bool
-            Unpickle arbitrary objects in published ``.pt`` files (only for files you trust).
+            Unpickle arbitrary objects in published ``.pt`` and JAX-port ``.npz`` files (only for files you trust).
         """
         if model not in MODEL_KINDS:
             raise InputError(f"model must be one of {MODEL_KINDS}, got {model!r}")
@@ -201,7 +195,7 @@ class Emulator:
         kw = dict(device=device, dtype=dtype, allow_extrapolation=allow_extrapolation, source=str(path),
                   memory_format=memory_format, precision=precision, compile_mode=compile_mode)
         if model == "jax" or (model == "auto" and path.suffix == ".npz"):
-            sd = read_jax_npz(path)
+            sd = read_jax_npz(path, allow_pickle)
             return cls(ZdepConvention(cls._strict_net(sd, str(path), style_size=2)), **kw)
         obj = read_torch_file(path, allow_pickle)
         if is_model_file(obj) or model == "native":
@@ -289,7 +283,7 @@ class Emulator:
         for batch in self._run_batches(linear_displacement, rp, out, 0, len(rp.tiles), 0):
             bar.update(len(batch))
         bar.close()
-        meta = {"omega_m": rp.omega_m, "tile_size": tile_size, "model_kind": self.model.kind,
+        meta = {"omega_m": rp.omega_m, "tile_size": rp.tiles.tile, "model_kind": self.model.kind,
                 "memory_format": self.memory_format, "untrained": self.untrained,
                 "checksum": self.checksum, "source": self.source, "dtype": str(self.dtype),
                 "precision": self.precision, "compile_mode": self.compile_mode}
@@ -302,11 +296,11 @@ class Emulator:
                         out_offset: int = 0) -> Iterator[list[Tile]]:
         """Emulate tile batch by tile batch into ``out``, tiles ``start_tile`` to ``stop_tile``.
 
-        The arguments are those of :meth:`predict` (checked here, before the first batch);
-        ``out`` is required. Tiles are those of ``TilePlan(shape, tile_size)``, grouped by
-        ``TilePlan.batches(batch_size, start_tile, stop_tile)``. The returned iterator computes one
-        batch per step, writes it into ``out`` for every redshift, then yields the batch's tiles, so a
-        caller can flush or record progress between batches (see
+        The arguments are those of :meth:`predict` (checked by :meth:`plan`, before the first batch,
+        then run by :meth:`run_plan`); ``out`` is required. Tiles are those of
+        ``TilePlan(shape, tile_size)``, grouped by ``TilePlan.batches(batch_size, start_tile, stop_tile)``.
+        The returned iterator computes one batch per step, writes it into ``out`` for every redshift,
+        then yields the batch's tiles, so a caller can flush or record progress between batches (see
         :mod:`emu_backend.inference.streaming`). Starting at a batch boundary of a full run gives the
         same batches, hence the same values.
 
@@ -323,21 +317,38 @@ class Emulator:
         -------
         iterator of list of Tile
         """
-        if out is None:
-            raise InputError("predict_batches needs out=, one (displacement, velocity) pair per redshift")
         rp = self.plan(linear_displacement, omega_m, z, velocity=velocity, tile_size=tile_size,
                        batch_size=batch_size, box_size=box_size)
-        n = len(rp.tiles)
-        stop_tile = n if stop_tile is None else stop_tile
-        if not isinstance(stop_tile, (int, np.integer)) or not 0 <= stop_tile <= n:
-            raise InputError(f"stop_tile must be an integer in [0, {n}], got {stop_tile!r}")
-        if not isinstance(start_tile, (int, np.integer)) or not 0 <= start_tile <= stop_tile:
-            raise InputError(f"start_tile must be an integer in [0, {stop_tile}], got {start_tile!r}")
-        if not isinstance(out_offset, (int, np.integer)) or out_offset < 0:
-            raise InputError(f"out_offset must be a non-negative integer, got {out_offset!r}")
-        rows = rp.tiles.rows(start_tile, stop_tile) if start_tile < stop_tile else (out_offset, out_offset)
-        out = self._check_out(rp, out, rows, int(out_offset))
-        return self._run_batches(linear_displacement, rp, out, int(start_tile), int(stop_tile), int(out_offset))
+        return self.run_plan(linear_displacement, rp, out, start_tile=start_tile, stop_tile=stop_tile,
+                             out_offset=out_offset)
+
+    def run_plan(self, linear_displacement, plan: RunPlan, out, *, start_tile: int = 0,
+                 stop_tile: int | None = None, out_offset: int = 0) -> Iterator[list[Tile]]:
+        """:meth:`predict_batches` of a plan already made by :meth:`plan`, which is trusted, not re-checked.
+
+        A caller that plans first (to size its outputs or check the arguments before touching files)
+        runs the plan with this, so the field is not scanned twice; ``plan`` may be narrowed to some of
+        its redshifts with ``dataclasses.replace(plan, zs=...)``. Only the field's shape is compared with
+        the plan's. The other arguments are those of :meth:`predict_batches`.
+
+        Returns
+        -------
+        iterator of list of Tile
+        """
+        if not isinstance(plan, RunPlan):
+            raise InputError(f"plan must be a RunPlan from Emulator.plan, got {type(plan).__name__}")
+        if out is None:
+            raise InputError("out is required: one (displacement, velocity) pair per redshift")
+        shape = tuple(getattr(linear_displacement, "shape", ()))
+        if shape != plan.shape:
+            raise InputError(f"linear displacement of shape {shape} does not match the plan's {plan.shape}")
+        n = len(plan.tiles)
+        stop_tile = check_int(n if stop_tile is None else stop_tile, "stop_tile", 0, n)
+        start_tile = check_int(start_tile, "start_tile", 0, stop_tile)
+        out_offset = check_int(out_offset, "out_offset", 0)
+        rows = plan.tiles.rows(start_tile, stop_tile) if start_tile < stop_tile else (out_offset, out_offset)
+        out = self._check_out(plan, out, rows, out_offset)
+        return self._run_batches(linear_displacement, plan, out, start_tile, stop_tile, out_offset)
 
     def plan(self, linear_displacement, omega_m: float, z, *, velocity: bool = True, tile_size: int = 128,
              batch_size: int = 1, box_size: float | None = None) -> RunPlan:
@@ -356,22 +367,11 @@ class Emulator:
         ((0.0, 1.0), 8)
         """
         shape = _check_field(linear_displacement)
-        single = np.ndim(z) == 0
-        zs = [_real("z", z)] if single else [_real("z", v) for v in (z if isinstance(z, Sequence) else np.ravel(z))]
-        if not zs:
-            raise InputError("z must name at least one redshift")
-        omega_m = _real("omega_m", omega_m)
-        for v in zs + [omega_m]:
-            if not np.isfinite(v):
-                raise InputError(f"omega_m and z must be finite, got omega_m={omega_m!r}, z={z!r}")
-        if not 0 < omega_m <= 1:
-            raise InputError(f"omega_m = {omega_m!r} is not a matter density in (0, 1]")
-        if min(zs) <= -1:
-            raise InputError(f"z must be > -1, got {zs}")
-        if box_size is not None and not _real("box_size", box_size) > 0:
-            raise InputError(f"box_size must be positive, got {box_size!r}")
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        zs = check_reals(z, "z", -1.0, lo_open=True, item="redshift")
+        omega_m = check_real(omega_m, "omega_m", 0.0, 1.0, lo_open=True, what="finite and in (0, 1]")
+        if box_size is not None:
+            box_size = check_positive(box_size, "box_size", what="positive and finite")
+        batch_size = check_int(batch_size, "batch_size", 1, what="a positive integer")
         if velocity and not self.model.has_velocity:
             raise InputError("this emulator has no velocity network (load it with velocity_checkpoint=...) ; pass velocity=False")
         if box_size is not None and len(set(shape[1:])) != 1:
@@ -380,8 +380,8 @@ class Emulator:
                                 self.allow_extrapolation)
         tiles = TilePlan(shape[1:], tile_size)
         log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
-                 len(tiles), tile_size, self.device, str(self.dtype).replace("torch.", ""))
-        return RunPlan(shape, tuple(zs), omega_m, tiles, bool(velocity), int(batch_size))
+                 len(tiles), tiles.tile, self.device, str(self.dtype).replace("torch.", ""))
+        return RunPlan(shape, tuple(zs), omega_m, tiles, bool(velocity), batch_size)
 
     @staticmethod
     def _check_out(rp: RunPlan, out, rows=None, offset: int = 0):

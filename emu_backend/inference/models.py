@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
+from ..checks import check_choice
 from ..cosmology.growth import growth_factor, growth_rate
 from ..errors import InputError
 from ..nn import Dual, StyledVNet
@@ -25,6 +26,7 @@ from .domain import TrainingDomain
 __all__ = ["ModelConvention", "ZdepConvention", "EmuConvention", "zdep_style", "emu_style", "zdep_forward"]
 
 log = logging.getLogger(__name__)
+
 
 def emu_style(omega_m: float, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """map2map_emu style ``(Om - 0.3) * 5`` computed in float32 as the reference does, shape (1,)."""
@@ -135,8 +137,7 @@ class ZdepConvention(ModelConvention):
     def __init__(self, net: StyledVNet, domain: TrainingDomain | None = None, velocity_method: str = "dual"):
         if net.arch.style_size != 2:
             raise InputError(f"map2map_zdep needs style_size 2, got {net.arch.style_size}")
-        if velocity_method not in self.VELOCITY_METHODS:
-            raise InputError(f"velocity_method must be one of {self.VELOCITY_METHODS}, got {velocity_method!r}")
+        check_choice(velocity_method, "velocity_method", self.VELOCITY_METHODS)
         self.net = net.eval()
         self.domain = domain or TrainingDomain()
         #: "dual": folded-weight forward mode, one extra convolution per layer (default);

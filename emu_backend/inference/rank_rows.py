@@ -43,11 +43,14 @@ class _RowView:
     Slices along axis 0 read those rows from the source and fill the others with zeros. The only
     whole-array pass over the input, :meth:`Emulator.plan`'s check for NaN/inf, therefore scans the
     rank's own rows (each row is read by some rank, so a bad value anywhere is still found, with its
-    global index); the tiles a rank computes read nothing outside ``rows`` by construction.
+    global index); the tiles a rank computes read nothing outside ``rows`` by construction. ``rows``
+    (sorted) is kept as an attribute: the digest of the input that identifies a resumed run
+    (:func:`~emu_backend.inference.tile_evidence.input_digest`) hashes those rows only.
     """
 
     def __init__(self, src, rows: np.ndarray):
         self.src, self.shape, self.dtype, self.ndim = src, tuple(src.shape), src.dtype, 4
+        self.rows = np.asarray(rows)
         self.mask = np.zeros(self.shape[1], bool)
         self.mask[rows] = True
 

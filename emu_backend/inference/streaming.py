@@ -1,19 +1,30 @@
 """Resumable, bounded-memory emulation of large boxes, from a field file on disk to field files on disk.
 
 :func:`predict_to_file` streams tiles from a memory-mapped ``.npy`` or an HDF5 field file through
-:meth:`Emulator.predict_batches` into one HDF5 field file per redshift (the format of
-:mod:`emu_backend.io.fields`). Each output is written as ``<name>.partial`` with chunked, pre-allocated
-datasets (chunks of one tile) and a progress record (root attribute ``next_tile``), flushed and fsynced
-after every batch of tiles: a kill loses at most the batch in flight. A later call with the same run
-parameters (root attribute ``run``, JSON) continues from ``next_tile``; since it restarts on a batch
-boundary of the full run, the result is bit-identical to an uninterrupted run. When every tile is done
-the file is marked ``complete``, fsynced and renamed onto its final name, so a file with the final name
-is always complete. Peak memory is set by ``tile_size`` and ``batch_size``, not by the box.
+:meth:`Emulator.run_plan` into one HDF5 field file per redshift (the format of
+:mod:`emu_backend.io.fields`). Each output is created with its whole layout under a temporary name and
+renamed to ``<name>.partial``: chunked, pre-allocated datasets (chunks of one tile), a done map (dataset
+``tile_sha256``, one SHA-256 per tile of the file's tile range, all zero until the tile is done) and a
+progress record (root attribute ``next_tile``). After every batch of tiles the data and the batch's
+digests are flushed and fsynced *before* the record is written and fsynced again, so the record never
+claims tiles whose data is not on disk: a kill loses at most the batch in flight.
+
+A later call with the same run parameters (root attribute ``run``, JSON, which identifies the input by
+a SHA-256 of its content, not by its size and time) continues from ``next_tile``, after re-hashing every
+tile the record claims: from the first tile whose data does not match its digest (a record edited
+ahead of the data, or data lost or changed on disk) the tiles are recomputed, with a warning naming the
+file and the tile. The run restarts on a batch boundary of the full run, so the result is bit-identical
+to an uninterrupted run. When every tile is done, every tile of the file is verified against its digest
+(a mismatch is a :class:`FileFormatError` naming the file and the tile; the partial file is kept and a
+resume recomputes from that tile); then the file is marked ``complete``, fsynced and renamed onto its
+final name, so a file with the final name is always complete. Peak memory is set by ``tile_size`` and
+``batch_size``, not by the box.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,18 +39,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._version import __version__
+from ..checks import check_reals
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import check_overwrite
-from ..io.fields import _FORMAT, _FORMAT_VERSION
+from ..io.fields import FORMAT, FORMAT_VERSION
 from .domain import TRAINED_CELL_SIZE_MPC_H
+from .tile_evidence import TileEvidence, input_digest
+from .tiling import TilePlan
 
 __all__ = ["predict_to_file", "output_paths", "PARTIAL_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
+_NEW_SUFFIX = ".new"  # a partial file being created, renamed to .partial once its layout is durable
 
 
 def output_paths(output_path, z) -> list[Path]:
@@ -49,17 +64,16 @@ def output_paths(output_path, z) -> list[Path]:
         raise InputError(f"output {str(output_path)!r} must end in .h5 or .hdf5")
     if np.ndim(z) == 0:
         return [output_path]
-    paths = [output_path.with_name(f"{output_path.stem}_z{v:g}{output_path.suffix}") for v in _redshifts(z)]
+    paths = [output_path.with_name(f"{output_path.stem}_z{v:g}{output_path.suffix}") for v in redshift_list(z)]
     if len(set(paths)) != len(paths):
         raise InputError(f"redshifts {list(z)} give clashing file names {[p.name for p in paths]}")
     return paths
 
 
-def _redshifts(z) -> list[float]:
-    try:
-        return [float(v) for v in (np.ravel(z) if np.ndim(z) else [z])]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"z must be a real number or a list of them, got {z!r}") from exc
+def redshift_list(z) -> list[float]:
+    """``z`` (a number or a sequence) as a list of floats, or :class:`InputError` (the check of
+    :meth:`Emulator.plan`)."""
+    return check_reals(z, "z", -1.0, lo_open=True, item="redshift")
 
 
 def _partial(path: Path) -> Path:
@@ -155,9 +169,11 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     overwrite : bool
         Replace existing final outputs, and discard partial files instead of resuming them.
     resume : bool
-        Continue partial files left by an interrupted run with the same parameters (input path,
-        size and modification time, omega_m, redshifts, tile and batch size, velocity, box size,
+        Continue partial files left by an interrupted run with the same parameters (input path and
+        SHA-256 of its content, omega_m, redshifts, tile and batch size, velocity, box size,
         emulator weights, dtype, device). A mismatch raises :class:`InputError` naming the fields.
+        The tiles a partial file claims are verified against their digests first; from the first one
+        that fails, the tiles are recomputed (see the module docstring).
     on_batch : callable, optional
         Called as ``on_batch(next_tile, n_tiles)`` after each batch is flushed to disk.
 
@@ -169,8 +185,12 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     Raises
     ------
     InputError
-        Existing outputs without ``overwrite``; a partial file from a different run, or any partial
-        file with ``resume=False``; bad arguments (as in :meth:`Emulator.predict`).
+        Existing outputs without ``overwrite``; a partial file from a different run (including an
+        input whose content changed), or any partial file with ``resume=False``; bad arguments (as
+        in :meth:`Emulator.predict`).
+    FileFormatError
+        An unreadable partial file, or a written tile that no longer matches its digest before the
+        final rename (the partial file is kept; run again to recompute from that tile).
 
     Examples
     --------
@@ -186,7 +206,7 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     (3, 8, 8, 8)
     """
     finals = output_paths(output_path, z)
-    zs = _redshifts(z)
+    zs = redshift_list(z)
     with contextlib.ExitStack() as stack:
         job = prepare_stream(stack, emulator, input_path, finals, omega_m, zs, cosmology=cosmology,
                              box_size=box_size, velocity=velocity, tile_size=tile_size, batch_size=batch_size,
@@ -214,6 +234,8 @@ class StreamJob:
     run: dict
     header: dict  # root attributes of new files (less run/next_tile/complete/z/a)
     meta: dict
+    evidence: TileEvidence | None = None  # the done map of each file
+    plan: object = None  # the checked RunPlan of Emulator.plan, run without checking again
     todo: list = field(default_factory=list)  # (z, final, partial, start or None)
     finals: list = field(default_factory=list)
 
@@ -253,9 +275,8 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
     share = (0, n_tiles) if part is None else rp.tiles.slab_share(*part)
     rows = rp.tiles.rows(*share)
     in_meta = meta_from_json(in_attrs["meta"]) if "meta" in in_attrs else {}
-    stat = input_path.stat()
-    run = {"input": str(input_path), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-           "shape": list(shape), "omega_m": rp.omega_m, "zs": list(rp.zs), "tile_size": tile_size,
+    run = {"input": str(input_path), "input_sha256": input_digest(src, in_attrs), "shape": list(shape),
+           "omega_m": rp.omega_m, "zs": list(rp.zs), "tile_size": tile_size,
            "batch_size": batch_size, "velocity": bool(velocity), "box_size": float(box_size),
            "emulator_sha256": _emulator_digest(emulator), "dtype": str(emulator.dtype),
            "device": emulator.device.type}
@@ -267,12 +288,15 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
             "emulator_sha256": run["emulator_sha256"], "source": emulator.source,
             "untrained": emulator.untrained, "dtype": str(emulator.dtype), "seed": in_meta.get("seed"),
             "precision": getattr(emulator, "precision", "fp32"), "compile_mode": getattr(emulator, "compile_mode", None),
-            "config": {k: v for k, v in run.items() if k not in ("input_size", "input_mtime_ns")}}
+            "config": dict(run)}
     header = {"box_size": np.float64(box_size), "cosmology": json.dumps(cosmology.to_dict(), sort_keys=True),
-              "meta": meta_to_json(meta), "format": _FORMAT, "format_version": np.int32(_FORMAT_VERSION),
+              "meta": meta_to_json(meta), "format": FORMAT, "format_version": np.int32(FORMAT_VERSION),
               "n_tiles": np.int64(n_tiles)}
+    plan = TilePlan(shape[1:], tile_size)
     job = StreamJob(emulator, src, shape, rp.omega_m, bool(velocity), tile_size, batch_size, float(box_size),
-                    share, rows, n_tiles, run, header, meta, finals=list(finals))
+                    share, rows, n_tiles, run, header, meta, finals=list(finals), plan=rp,
+                    evidence=TileEvidence(tuple(plan.tiles[share[0]:share[1]]), rows[0], bool(velocity),
+                                          tuple(b[0].index for b in plan.batches(batch_size, *share))))
 
     # Decide, for every redshift, whether to start, resume or skip -- before changing anything.
     partials = [_partial(p) for p in finals]
@@ -288,7 +312,7 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
             recorded, next_tile, _ = _read_record(part_path)
             if (msg := _mismatch(part_path, recorded, want)) is not None:
                 raise InputError(msg + "; pass the same parameters to resume or overwrite=True to start over")
-            job.todo.append((zi, final, part_path, next_tile))
+            job.todo.append((zi, final, part_path, job.evidence.resume_start(part_path, next_tile)))
         elif final.exists() and not overwrite:
             recorded, next_tile, complete = _read_record(final) if resuming else ({}, 0, False)
             if not (resuming and complete and _mismatch(final, recorded, want) is None):
@@ -301,33 +325,15 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
 
 def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = False,
                on_batch: Callable[[int, int], None] | None = None) -> list[Path]:
-    """Create or reopen the partial files of ``job``, stream its tiles into them, then rename them."""
+    """Create or reopen the partial files of ``job``, stream its tiles into them, verify, then rename them."""
 
     files, starts = [], []
-    lo, hi = job.rows
-    out_shape = (3, hi - lo) + tuple(job.shape[2:])
     for zi, final, part, start in job.todo:
-        if start is not None:
-            files.append(stack.enter_context(h5py.File(part, "r+")))
-            starts.append(start)
-            continue
-        part.parent.mkdir(parents=True, exist_ok=True)
-        f = stack.enter_context(h5py.File(part, "w"))
-        attrs = dict(job.header, a=np.float64(1.0 / (1.0 + zi)), z=np.float64(zi),
-                     run=json.dumps(dict(job.run, z=zi), sort_keys=True), next_tile=np.int64(job.tiles[0]),
-                     complete=False)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        chunks = (1,) + tuple(min(job.tile_size, s) for s in out_shape[1:])
-        for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if job.velocity else 1]:
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_chunk(chunks)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
-            f.create_dataset(name, shape=out_shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
-            f[name].attrs["units"] = units
-        _fsync(f)
-        files.append(f)
-        starts.append(job.tiles[0])
+        if start is None:
+            _create_partial(job, zi, part)
+            start = job.tiles[0]
+        files.append(stack.enter_context(h5py.File(part, "r+")))
+        starts.append(start)
     for final in job.finals:
         _fsync_dir(final.resolve().parent)
     if not files:
@@ -339,12 +345,14 @@ def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = 
 
     bar = tqdm(total=stop - job.tiles[0], initial=start - job.tiles[0], desc="tiles", unit="tile",
                disable=not (progress and sys.stderr.isatty()))
-    for batch in job.emulator.predict_batches(job.src, job.omega_m, [t[0] for t in job.todo], out,
-                                              velocity=job.velocity, tile_size=job.tile_size,
-                                              batch_size=job.batch_size, box_size=job.box_size, start_tile=start,
-                                              stop_tile=stop, out_offset=lo):
+    plan = dataclasses.replace(job.plan, zs=tuple(t[0] for t in job.todo))
+    for batch in job.emulator.run_plan(job.src, plan, out, start_tile=start, stop_tile=stop,
+                                       out_offset=job.rows[0]):
         next_tile = batch[-1].index + 1
-        for f in files:
+        for f in files:  # the data and its evidence durable first ...
+            job.evidence.record(f, batch)
+            _fsync(f)
+        for f in files:  # ... then the record that claims them
             f.attrs["next_tile"] = np.int64(next_tile)
             _fsync(f)
         bar.update(len(batch))
@@ -352,11 +360,40 @@ def run_stream(stack: contextlib.ExitStack, job: StreamJob, *, progress: bool = 
         if on_batch is not None:
             on_batch(next_tile, job.n_tiles)
     bar.close()
-    for f, (_, final, part, _) in zip(files, job.todo):
-        f.attrs["complete"] = True
-        _fsync(f)
+    for f, (_, _, part, _) in zip(files, job.todo):
         f.close()
+        job.evidence.check_done(part)
+    for _, final, part, _ in job.todo:
+        with h5py.File(part, "r+") as f:
+            f.attrs["complete"] = True
+            _fsync(f)
         os.replace(part, final)
         _fsync_dir(final.parent)
         log.info("wrote %s", final)
     return job.finals
+
+
+def _create_partial(job: StreamJob, z: float, part: Path) -> None:
+    """Create ``part`` with its attributes, pre-allocated datasets and an empty done map, durably: it is
+    written under a temporary name, fsynced, then renamed, so a kill never leaves a half-made ``part``."""
+    lo, hi = job.rows
+    out_shape = (3, hi - lo) + tuple(job.shape[2:])
+    part.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part.with_name(part.name + _NEW_SUFFIX)
+    with h5py.File(tmp, "w") as f:
+        attrs = dict(job.header, a=np.float64(1.0 / (1.0 + z)), z=np.float64(z),
+                     run=json.dumps(dict(job.run, z=z), sort_keys=True), next_tile=np.int64(job.tiles[0]),
+                     complete=False)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        chunks = (1,) + tuple(min(job.tile_size, s) for s in out_shape[1:])
+        for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if job.velocity else 1]:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk(chunks)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
+            f.create_dataset(name, shape=out_shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
+            f[name].attrs["units"] = units
+        job.evidence.create(f)
+        _fsync(f)
+    os.replace(tmp, part)
+    _fsync_dir(part.parent)

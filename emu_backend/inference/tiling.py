@@ -17,13 +17,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_int
 from ..errors import InputError
 from ..nn import CROP
 
-__all__ = ["Tile", "TilePlan", "periodic_read", "PAD"]
+__all__ = ["Tile", "TilePlan", "periodic_read", "check_tile_size", "PAD"]
 
 #: Periodic padding on each side: the cells the network loses per side.
 PAD = CROP
+
+
+def check_tile_size(tile, name: str = "tile size") -> int:
+    """``tile`` as an int if it is a positive multiple of 8 (an output tile side), else :class:`InputError`.
+
+    Examples
+    --------
+    >>> check_tile_size(16)
+    16
+    """
+    what = "a positive multiple of 8"
+    if check_int(tile, name, 8, what=what) % 8:
+        raise InputError(f"{name} must be {what}, got {tile!r}")
+    return int(tile)
 
 
 def _runs(start: int, length: int, n: int):
@@ -113,8 +128,7 @@ class TilePlan:
         shape = tuple(int(n) for n in self.shape)
         if len(shape) != 3 or any(n < 8 for n in shape):
             raise InputError(f"box shape must be 3 sizes >= 8 cells, got {self.shape!r}")
-        if not isinstance(self.tile, (int, np.integer)) or self.tile < 8 or self.tile % 8:
-            raise InputError(f"tile size must be a positive multiple of 8 (8, 16, ..., 128), got {self.tile!r}")
+        object.__setattr__(self, "tile", check_tile_size(self.tile))
         object.__setattr__(self, "shape", shape)
 
     @property

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,18 +23,20 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..checks import check_positive, check_real
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
-from ..datatypes.snapshot import Snapshot
+from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import FileFormatError, InputError
 from .atomic import atomic_path
 
-__all__ = ["FieldData", "write_fields", "read_fields"]
+__all__ = ["FieldData", "write_fields", "read_fields", "FORMAT", "FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "emu_backend/fields"
-_FORMAT_VERSION = 1
+#: The ``format`` and ``format_version`` root attributes of a field file (also written by the streaming runs).
+FORMAT = "emu_backend/fields"
+FORMAT_VERSION = 1
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 _REQUIRED_ATTRS = ("box_size", "a", "z", "cosmology", "meta")
 
@@ -84,15 +85,8 @@ class FieldData:
         object.__setattr__(self, "displacement", dis)
         if self.velocity is not None:
             object.__setattr__(self, "velocity", _check_field("velocity", self.velocity, dis.shape))
-        for key in ("box_size", "a"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-                raise InputError(f"FieldData.{key} must be a number, got {value!r}")
-            object.__setattr__(self, key, float(value))
-        if not (0.0 < self.box_size < math.inf):
-            raise InputError(f"FieldData.box_size = {self.box_size!r} Mpc/h must be finite and > 0")
-        if not (0.0 < self.a <= 1.5):
-            raise InputError(f"FieldData.a = {self.a!r} is outside the allowed range (0, 1.5]")
+        object.__setattr__(self, "box_size", check_positive(self.box_size, "FieldData.box_size", unit="Mpc/h"))
+        object.__setattr__(self, "a", check_real(self.a, "FieldData.a", 0.0, A_MAX, lo_open=True))
         if not isinstance(self.cosmology, Cosmology):
             raise InputError(f"FieldData.cosmology must be a Cosmology, got {type(self.cosmology).__name__}")
         if not isinstance(self.meta, dict):
@@ -184,8 +178,8 @@ def write_fields(
         "z": np.float64(data.z),
         "cosmology": json.dumps(data.cosmology.to_dict(), sort_keys=True),
         "meta": meta_to_json(data.meta),
-        "format": _FORMAT,
-        "format_version": np.int32(_FORMAT_VERSION),
+        "format": FORMAT,
+        "format_version": np.int32(FORMAT_VERSION),
         "package_version": __version__,
     }
     with atomic_path(path, overwrite=overwrite) as tmp:

@@ -15,29 +15,27 @@ endian, detected from the first record)::
     MASS   only when massarr[type] = 0 for a present type
 
 Format 2 precedes every block by an 8-byte record holding a 4-character label (``"HEAD"``, ``"POS "``,
-...) and an int32. Only type-1 (dark matter) particles are supported. Unit conversions (kpc/h,
-sqrt(a), 1e10 Msun/h) happen here and in :mod:`emu_backend.io.quijote`, nowhere else.
+...) and an int32. Only type-1 (dark matter) particles are supported. Units are converted with
+:mod:`emu_backend.io.gadget_units`; the particles come back as
+:class:`~emu_backend.io.gadget_particles.GadgetParticles`, as from the HDF5 reader.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileFormatError, InputError
+from ..errors import FileFormatError
+from ._file_sets import member_base, set_members
+from .gadget_header import GadgetHeader, check_header_set, particles_from_file
+from .gadget_particles import GadgetParticles
+from .gadget_units import DEFAULT_LENGTH_UNIT, length_factor
 
-__all__ = ["GadgetParticles", "HEADER_DTYPE", "read_gadget_binary", "gadget_binary_paths", "LENGTH_FACTORS"]
+__all__ = ["HEADER_DTYPE", "read_gadget_binary", "gadget_binary_paths"]
 
 logger = logging.getLogger(__name__)
-
-#: File length unit -> file units per Mpc/h.
-LENGTH_FACTORS = {"kpc/h": 1000.0, "Mpc/h": 1.0}
-_MASS_UNIT_MSUN_H = 1e10
 
 #: The 256-byte header (little endian; ``.newbyteorder()`` for big-endian files).
 HEADER_DTYPE = np.dtype([
@@ -48,58 +46,6 @@ HEADER_DTYPE = np.dtype([
     ("npart_total_high", "<u4", 6), ("flag_entropy", "<i4"), ("fill", "V60"),
 ])
 assert HEADER_DTYPE.itemsize == 256
-
-
-@dataclass(frozen=True, eq=False)
-class GadgetParticles:
-    """Type-1 particles of a Gadget snapshot or IC set, in file order, converted to internal units.
-
-    Attributes
-    ----------
-    positions : ndarray, shape (N, 3), float32
-        Comoving positions [Mpc/h] as stored (not wrapped).
-    velocities : ndarray, shape (N, 3), float32
-        Peculiar velocities [km/s] (the stored ``u`` times ``sqrt(a)``).
-    ids : ndarray, shape (N,), uint64
-        Particle IDs as stored.
-    a : float
-        Scale factor (header ``Time``).
-    box_size : float
-        Box side [Mpc/h].
-    omega_m, omega_l, h : float
-        Header cosmology (Omega0, OmegaLambda, HubbleParam).
-    particle_mass : float
-        Mass of one particle [Msun/h].
-    files : tuple of str
-        The files read, in order.
-    """
-
-    positions: np.ndarray
-    velocities: np.ndarray
-    ids: np.ndarray
-    a: float
-    box_size: float
-    omega_m: float
-    omega_l: float
-    h: float
-    particle_mass: float
-    files: tuple = field(default_factory=tuple)
-
-    @property
-    def z(self) -> float:
-        """Redshift ``1/a - 1``."""
-        return 1.0 / self.a - 1.0
-
-    @property
-    def n_particles(self) -> int:
-        """Number of particles N."""
-        return int(self.ids.shape[0])
-
-
-def _check_length_unit(length_unit: str) -> float:
-    if length_unit not in LENGTH_FACTORS:
-        raise InputError(f"length_unit must be one of {sorted(LENGTH_FACTORS)}, got {length_unit!r}")
-    return LENGTH_FACTORS[length_unit]
 
 
 def _records(path: Path) -> tuple[str, list[tuple[int, int]], int]:
@@ -199,18 +145,35 @@ def gadget_binary_paths(path_or_prefix) -> list[Path]:
     n_files = int(header["num_files"])
     if not 1 <= n_files <= 100000:
         raise FileFormatError(f"{str(path)!r}: header num_files = {n_files} must be in [1, 100000]")
-    match = re.match(r"^(?P<base>.+)\.(?P<index>\d+)$", path.name)
     if n_files == 1:
         return [path]
-    if match is None:
+    base = member_base(path)
+    if base is None:
         raise FileFormatError(f"{str(path)!r}: num_files = {n_files} but the name is not of the form X.<i>")
-    base = match["base"]
-    paths = [path.with_name(f"{base}.{i}") for i in range(n_files)]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileFormatError(f"multi-file Gadget set {str(path.with_name(base))!r} declares {n_files} files; "
-                              f"missing: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    return paths
+    return set_members(base, n_files, "", "multi-file Gadget set")
+
+
+def _header(head: np.void) -> GadgetHeader:
+    """The format-independent header of a binary header record."""
+    total = np.asarray(head["npart_total"], np.int64) + (np.asarray(head["npart_total_high"], np.int64) << 32)
+    return GadgetHeader(
+        time=float(head["time"]), box_size=float(head["box_size"]), num_files=int(head["num_files"]),
+        npart=tuple(int(n) for n in head["npart"]), npart_total=tuple(int(t) for t in total),
+        mass_table=tuple(float(m) for m in head["massarr"]), omega0=float(head["omega0"]),
+        omega_lambda=float(head["omega_lambda"]), hubble_param=float(head["hubble_param"]),
+    )
+
+
+def _particle_blocks(path: Path, named: dict, ordered: list) -> list:
+    """The POS, VEL, ID and (or None) MASS records of one file."""
+    if named:
+        missing = [b for b in ("POS ", "VEL ", "ID  ") if b not in named]
+        if missing:
+            raise FileFormatError(f"{str(path)!r}: format-2 blocks {missing} missing (found {sorted(named)})")
+        return [named["POS "], named["VEL "], named["ID  "], named.get("MASS")]
+    if len(ordered) < 4:
+        raise FileFormatError(f"{str(path)!r}: {len(ordered)} blocks, expected HEAD, POS, VEL, ID")
+    return ordered[1:4] + [ordered[4] if len(ordered) > 4 else None]
 
 
 def _read_array(path: Path, order: str, record, n_part: int, ncomp: int, kinds: dict, name: str) -> np.ndarray:
@@ -228,7 +191,7 @@ def _read_array(path: Path, order: str, record, n_part: int, ncomp: int, kinds: 
     return arr.reshape((n_part, ncomp) if ncomp > 1 else (n_part,))
 
 
-def read_gadget_binary(path_or_prefix, *, length_unit: str = "kpc/h") -> GadgetParticles:
+def read_gadget_binary(path_or_prefix, *, length_unit: str = DEFAULT_LENGTH_UNIT) -> GadgetParticles:
     """Read a single- or multi-file Gadget binary snapshot / IC set (format 1 or 2, type-1 particles).
 
     Parameters
@@ -256,38 +219,18 @@ def read_gadget_binary(path_or_prefix, *, length_unit: str = "kpc/h") -> GadgetP
     ...
     emu_backend.errors.FileFormatError: Gadget binary file 'no/such/ics' not found (nor 'no/such/ics.0')
     """
-    factor = _check_length_unit(length_unit)
+    factor = length_factor(length_unit)
     paths = gadget_binary_paths(path_or_prefix)
-    pos, vel, ids, first = [], [], [], None
-    masses = []
+    files = []
     for p in paths:
         order, named, ordered = _blocks(p)
-        head = _read_header(p, order, ordered[0])
-        npart = np.asarray(head["npart"], dtype=np.int64)
-        total = np.asarray(head["npart_total"], np.int64) + (np.asarray(head["npart_total_high"], np.int64) << 32)
-        if first is None:
-            first = head
-            first_total = total
-        for key in ("time", "box_size", "num_files"):
-            if head[key] != first[key]:
-                raise FileFormatError(f"{str(p)!r}: header {key} = {head[key]!r} differs from {first[key]!r} in "
-                                      f"{str(paths[0])!r}")
-        if not np.array_equal(total, first_total):
-            raise FileFormatError(f"{str(p)!r}: npartTotal {total.tolist()} differs from {first_total.tolist()}")
-        others = [t for t in range(6) if t != 1 and (npart[t] or total[t])]
-        if others:
-            raise FileFormatError(f"{str(p)!r}: particle types {others} present (npart {npart.tolist()}); only "
-                                  f"type 1 (dark matter) is supported")
-        n = int(npart[1])
-        if named:
-            missing = [b for b in ("POS ", "VEL ", "ID  ") if b not in named]
-            if missing:
-                raise FileFormatError(f"{str(p)!r}: format-2 blocks {missing} missing (found {sorted(named)})")
-            recs = [named["POS "], named["VEL "], named["ID  "], named.get("MASS")]
-        else:
-            if len(ordered) < 4:
-                raise FileFormatError(f"{str(p)!r}: {len(ordered)} blocks, expected HEAD, POS, VEL, ID")
-            recs = ordered[1:4] + [ordered[4] if len(ordered) > 4 else None]
+        files.append((order, named, ordered, _read_header(p, order, ordered[0])))
+    headers = [_header(head) for *_, head in files]
+    n_part = check_header_set(paths, headers)
+    pos, vel, ids, masses = [], [], [], []
+    for p, (order, named, ordered, head) in zip(paths, files):
+        n = int(head["npart"][1])
+        recs = _particle_blocks(p, named, ordered)
         pos.append(_read_array(p, order, recs[0], n, 3, {4: "f4", 8: "f8"}, "POS"))
         vel.append(_read_array(p, order, recs[1], n, 3, {4: "f4", 8: "f8"}, "VEL"))
         ids.append(_read_array(p, order, recs[2], n, 1, {4: "u4", 8: "u8"}, "ID"))
@@ -295,28 +238,14 @@ def read_gadget_binary(path_or_prefix, *, length_unit: str = "kpc/h") -> GadgetP
             if recs[3] is None:
                 raise FileFormatError(f"{str(p)!r}: massarr[1] = 0 but no MASS block follows")
             masses.append(_read_array(p, order, recs[3], n, 1, {4: "f4", 8: "f8"}, "MASS"))
-    n_total = int(first_total[1])
-    n_read = sum(len(i) for i in ids)
-    if n_read != n_total:
-        raise FileFormatError(f"Gadget set {str(paths[0])!r}: npartTotal[1] = {n_total} but the {len(paths)} file(s) "
-                              f"hold {n_read} particles")
-    a = float(first["time"])
-    box = float(first["box_size"]) / factor
-    if not (0 < a <= 1.5 and math.isfinite(box) and box > 0):
-        raise FileFormatError(f"{str(paths[0])!r}: header time = {a!r} must be in (0, 1.5] and BoxSize = "
-                              f"{float(first['box_size'])!r} > 0")
+    mass_1e10 = None
     if masses:
         m = np.concatenate(masses)
         if m.size and not np.allclose(m, m[0], rtol=1e-6):
             raise FileFormatError(f"{str(paths[0])!r}: type-1 particles have unequal masses; not supported")
-        mass = float(m[0]) * _MASS_UNIT_MSUN_H
-    else:
-        mass = float(first["massarr"][1]) * _MASS_UNIT_MSUN_H
-    positions = (np.concatenate(pos).astype(np.float64) / factor).astype(np.float32)
-    velocities = (np.concatenate(vel).astype(np.float64) * math.sqrt(a)).astype(np.float32)
-    logger.info("read Gadget binary %s: %d particles in %d file(s), a = %.6g", paths[0], n_read, len(paths), a)
-    return GadgetParticles(
-        positions=positions, velocities=velocities, ids=np.concatenate(ids).astype(np.uint64), a=a, box_size=box,
-        omega_m=float(first["omega0"]), omega_l=float(first["omega_lambda"]), h=float(first["hubble_param"]),
-        particle_mass=mass, files=tuple(str(p) for p in paths),
-    )
+        mass_1e10 = float(m[0])
+    particles = particles_from_file(headers[0], paths, np.concatenate(pos), np.concatenate(vel),
+                                    np.concatenate(ids), factor=factor, mass_1e10=mass_1e10)
+    logger.info("read Gadget binary %s: %d particles in %d file(s), a = %.6g", paths[0], n_part, len(paths),
+                particles.a)
+    return particles

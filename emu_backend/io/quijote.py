@@ -24,18 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_int
 from ..cosmology.linear_power import TabulatedPower
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..datatypes.halos import HaloCatalog
 from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError
-from .quijote_particles import (
-    header_cosmology,
-    linear_displacement_from_ics,
-    particles_to_snapshot,
-    read_gadget_hdf5_particles,
-    read_particles,
-)
+from .gadget_hdf5 import read_gadget_hdf5_particles
+from .gadget_particles import header_cosmology, particles_to_snapshot
+from .quijote_particles import linear_displacement_from_ics, read_particles
 from .subfind import FoFGroups, read_fof_groups
 
 __all__ = [
@@ -93,10 +90,8 @@ def latin_hypercube_cosmology(path, sim: int) -> Cosmology:
     0.1755
     """
     table = read_latin_hypercube(path)
-    if isinstance(sim, bool) or not isinstance(sim, (int, np.integer)) or not 0 <= sim < table.shape[0]:
-        raise InputError(f"simulation index {sim!r} is outside the {table.shape[0]} rows [0, {table.shape[0] - 1}] "
-                         f"of {str(path)!r}")
-    row = dict(zip(_LH_COLUMNS, (float(v) for v in table[int(sim)])))
+    sim = check_int(sim, f"simulation index into the {table.shape[0]} rows of {str(path)!r}", 0, table.shape[0] - 1)
+    row = dict(zip(_LH_COLUMNS, (float(v) for v in table[sim])))
     try:
         return Cosmology(**row, name=f"quijote_lh_{int(sim)}")
     except InputError as exc:
@@ -168,9 +163,7 @@ class QuijoteSimulation:
         """Locate simulation ``sim`` under ``root`` (or ``root`` itself when ``sim`` is None)."""
         root = Path(root)
         if sim is not None:
-            if isinstance(sim, bool) or not isinstance(sim, (int, np.integer)) or sim < 0:
-                raise InputError(f"simulation index must be an integer >= 0, got {sim!r}")
-            folder = root / str(int(sim))
+            folder = root / str(check_int(sim, "simulation index", 0))
             params = root / LH_FILE
         else:
             folder = root
@@ -264,6 +257,4 @@ class QuijoteSimulation:
 
 
 def _snapnum(snapnum) -> int:
-    if isinstance(snapnum, bool) or not isinstance(snapnum, (int, np.integer)) or not 0 <= snapnum <= 999:
-        raise InputError(f"snapnum must be an integer in [0, 999], got {snapnum!r}")
-    return int(snapnum)
+    return check_int(snapnum, "snapnum", 0, 999)

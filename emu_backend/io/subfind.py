@@ -18,7 +18,8 @@ Layout of one ``group_tab`` file (native byte order, no record markers; the layo
     float32 GroupSFR[Ngroups]          only in runs with star formation
 
 so a file holds ``24 + 84 Ngroups`` bytes (``+ 4 Ngroups`` with SFR). The files carry neither the box
-nor the redshift: the caller passes the snapshot's scale factor. Units are converted here only.
+nor the redshift: the caller passes the snapshot's scale factor. Units are converted here, with the
+length table and mass unit of :mod:`emu_backend.io.gadget_units`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileFormatError, InputError
+from ..checks import check_int, check_real
+from ..datatypes.snapshot import A_MAX
+from ..errors import FileFormatError
+from ._file_sets import set_members
+from .gadget_units import DEFAULT_LENGTH_UNIT, MASS_UNIT_MSUN_H, length_factor
 
 __all__ = ["FoFGroups", "read_fof_groups", "fof_tab_paths", "TAB_HEADER_DTYPE"]
 
@@ -39,7 +44,6 @@ logger = logging.getLogger(__name__)
 TAB_HEADER_DTYPE = np.dtype([("n_groups", "<i4"), ("tot_n_groups", "<i4"), ("n_ids", "<i4"),
                              ("tot_n_ids", "<u8"), ("n_files", "<u4")])
 _BYTES_PER_GROUP = 84
-_MASS_UNIT_MSUN_H = 1e10
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,8 +83,7 @@ class FoFGroups:
 
 def fof_tab_paths(groups_dir, snapnum: int) -> list[Path]:
     """The ``group_tab_XXX.<i>`` files of a catalogue folder, ``i = 0 .. Nfiles-1`` (from file 0's header)."""
-    if isinstance(snapnum, bool) or not isinstance(snapnum, (int, np.integer)) or not 0 <= snapnum <= 999:
-        raise InputError(f"snapnum must be an integer in [0, 999], got {snapnum!r}")
+    check_int(snapnum, "snapnum", 0, 999)
     folder = Path(groups_dir)
     if not folder.is_dir():
         raise FileFormatError(f"FoF catalogue folder {str(folder)!r} does not exist")
@@ -89,12 +92,7 @@ def fof_tab_paths(groups_dir, snapnum: int) -> list[Path]:
     n_files = int(head["n_files"])
     if not 1 <= n_files <= 100000:
         raise FileFormatError(f"{str(first)!r}: Nfiles = {n_files} must be in [1, 100000]")
-    paths = [folder / f"group_tab_{snapnum:03d}.{i}" for i in range(n_files)]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileFormatError(f"FoF catalogue {str(first)!r} declares {n_files} group_tab files; missing: "
-                              f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    return paths
+    return set_members(folder / f"group_tab_{snapnum:03d}", n_files, "", "FoF catalogue")
 
 
 def _header(path: Path) -> tuple[np.void, str]:
@@ -121,7 +119,7 @@ def _header(path: Path) -> tuple[np.void, str]:
     )
 
 
-def read_fof_groups(groups_dir, snapnum: int, *, a: float, length_unit: str = "kpc/h") -> FoFGroups:
+def read_fof_groups(groups_dir, snapnum: int, *, a: float, length_unit: str = DEFAULT_LENGTH_UNIT) -> FoFGroups:
     """Read a Gadget-III FoF catalogue ``groups_dir/group_tab_XXX.<i>`` (all files).
 
     Parameters
@@ -152,11 +150,8 @@ def read_fof_groups(groups_dir, snapnum: int, *, a: float, length_unit: str = "k
     ...
     emu_backend.errors.FileFormatError: FoF catalogue folder 'no/such/groups_004' does not exist
     """
-    factor = {"kpc/h": 1000.0, "Mpc/h": 1.0}.get(length_unit)
-    if factor is None:
-        raise InputError(f"length_unit must be 'kpc/h' or 'Mpc/h', got {length_unit!r}")
-    if isinstance(a, bool) or not isinstance(a, (int, float, np.floating)) or not 0 < a <= 1.5:
-        raise InputError(f"scale factor a must be a number in (0, 1.5], got {a!r}")
+    factor = length_factor(length_unit)
+    a = check_real(a, "scale factor a", 0.0, A_MAX, lo_open=True, what=f"a number in (0, {A_MAX}]")
     paths = fof_tab_paths(groups_dir, snapnum)
     cols = {k: [] for k in ("length", "offset", "mass", "position", "velocity")}
     tot_groups = None
@@ -183,7 +178,7 @@ def read_fof_groups(groups_dir, snapnum: int, *, a: float, length_unit: str = "k
     logger.info("read FoF catalogue %s: %d groups in %d file(s)", paths[0], tot_groups, len(paths))
     return FoFGroups(
         length=out["length"].astype(np.int64), offset=out["offset"].astype(np.int64),
-        mass=out["mass"].astype(np.float64) * _MASS_UNIT_MSUN_H,
+        mass=out["mass"].astype(np.float64) * MASS_UNIT_MSUN_H,
         position=out["position"].astype(np.float64) / factor,
         velocity=out["velocity"].astype(np.float64) / float(a), a=float(a), files=tuple(str(p) for p in paths),
     )

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..checks import check_int, check_positive
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
@@ -118,16 +117,11 @@ class TrainingSample:
         shape = (z.size, 3, n, n, n)
         put("displacement", _float32_field("displacement", self.displacement, shape))
         put("velocity", _float32_field("velocity", self.velocity, shape))
-        if isinstance(self.box_size, bool) or not isinstance(self.box_size, numbers.Real) \
-                or not math.isfinite(self.box_size) or self.box_size <= 0:
-            raise InputError(f"box_size must be a positive finite length [Mpc/h], got {self.box_size!r}")
-        put("box_size", float(self.box_size))
+        put("box_size", check_positive(self.box_size, "box_size", unit="Mpc/h"))
         if not isinstance(self.cosmology, Cosmology):
             raise InputError(f"cosmology must be a Cosmology, got {type(self.cosmology).__name__}")
         if self.seed is not None:
-            if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-                raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}")
-            put("seed", int(self.seed))
+            put("seed", check_int(self.seed, "seed", 0, what="a non-negative integer or None"))
         meta_to_json(self.provenance)  # JSON-serialisable or InputError
 
     @property

@@ -4,6 +4,7 @@ The published models' Lagrangian-to-Eulerian painting is :mod:`emu_backend.nn.la
 
 from .paint import (
     WINDOW_ORDER,
+    check_window,
     deconvolve_window,
     paint,
     paint_cells,
@@ -12,6 +13,7 @@ from .paint import (
 
 __all__ = [
     "WINDOW_ORDER",
+    "check_window",
     "deconvolve_window",
     "paint",
     "paint_cells",

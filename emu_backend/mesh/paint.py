@@ -23,10 +23,12 @@ from collections.abc import Sequence
 
 import torch
 
+from ..checks import check_choice
 from ..errors import InputError
 
 __all__ = [
     "WINDOW_ORDER",
+    "check_window",
     "paint",
     "paint_cells",
     "window_fourier",
@@ -40,10 +42,16 @@ WINDOW_ORDER = {"ngp": 1, "cic": 2, "tsc": 3}
 
 
 # -- argument checks ------------------------------------------------------------------------
-def _check_window(window: str) -> str:
-    if not isinstance(window, str) or window.lower() not in WINDOW_ORDER:
-        raise InputError(f"window must be one of {sorted(WINDOW_ORDER)}, got {window!r}")
-    return window.lower()
+def check_window(window) -> str:
+    """The assignment scheme ``window`` in lower case if it is one of :data:`WINDOW_ORDER`, else :class:`InputError`.
+
+    Examples
+    --------
+    >>> check_window("CIC")
+    'cic'
+    """
+    key = window.lower() if isinstance(window, str) else None
+    return key if key in WINDOW_ORDER else check_choice(window, "window", sorted(WINDOW_ORDER))
 
 
 def _triple(value, name: str, integer: bool) -> tuple:
@@ -120,7 +128,7 @@ def paint_cells(
     torch.Tensor, shape (B, C, n0, n1, n2)
         Sum of the deposited values per mesh point, same dtype and device as ``pos_cells``.
     """
-    window = _check_window(window)
+    window = check_window(window)
     mesh_shape = _triple(mesh_shape, "mesh_shape", integer=True)
     if not isinstance(pos_cells, torch.Tensor) or pos_cells.dim() != 3 or pos_cells.shape[1] != 3:
         got = tuple(pos_cells.shape) if isinstance(pos_cells, torch.Tensor) else type(pos_cells).__name__
@@ -269,7 +277,7 @@ def window_fourier(
     torch.Tensor
         Real, positive window on the FFT grid (1 at k = 0).
     """
-    p = WINDOW_ORDER[_check_window(window)]
+    p = WINDOW_ORDER[check_window(window)]
     n0, n1, n2 = _triple(mesh_shape, "mesh_shape", integer=True)
     last = torch.fft.rfftfreq if rfft else torch.fft.fftfreq
     freqs = [torch.fft.fftfreq(n, dtype=dtype, device=device) for n in (n0, n1)]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..errors import InputError
 from .blocks import ConvStyledBlock, ResStyledBlock, add, cat_channels, narrow_by
 from .styled_conv import Dual
@@ -48,9 +49,8 @@ class VNetArch:
 
     def __post_init__(self):
         for key in ("style_size", "in_chan", "out_chan", "width"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"VNetArch.{key} must be a positive integer, got {v!r}")
+            value = check_int(getattr(self, key), f"VNetArch.{key}", 1, what="a positive integer")
+            object.__setattr__(self, key, value)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,12 +21,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..checks import check_choice, check_int
 from ..cosmology.params import Cosmology
 from ..datatypes.snapshot import Snapshot
 from ..errors import InputError, MissingDependencyError
 from ..ics.conditions import InitialConditions
 from ..ics.lpt import lpt_particles
-from ..inference import Emulator, default_emulator
+from ..inference import Emulator
+from ..inference.default import load_emulator
+from ..inference.tiling import check_tile_size
 
 __all__ = [
     "Backend",
@@ -101,9 +104,7 @@ class LPTBackend(Backend):
     """
 
     def __init__(self, order: int):
-        if isinstance(order, bool) or order not in (1, 2):
-            raise InputError(f"LPT order must be 1 or 2, got {order!r}")
-        self.order = int(order)
+        self.order = int(check_choice(order, "LPT order", (1, 2)))
         self.name = "za" if order == 1 else "2lpt"
 
     def describe(self) -> dict:
@@ -154,9 +155,9 @@ class EmulatorBackend(Backend):
     Parameters
     ----------
     emulator : Emulator, optional
-        The emulator to run; default: ``weights`` if given, else
-        :func:`~emu_backend.inference.default_emulator` (the shipped weights; in a build without them
-        a random stand-in, flagged with a logged WARNING and ``meta["untrained"] = True``).
+        The emulator to run; default: :func:`~emu_backend.inference.default.load_emulator` of
+        ``weights`` (None: the shipped weights; in a build without them a random stand-in, flagged
+        with a logged WARNING and ``meta["untrained"] = True``).
     weights : str or Path, optional
         A checkpoint for :meth:`Emulator.from_checkpoint` (not together with ``emulator``).
     tile_size : int, optional
@@ -177,25 +178,18 @@ class EmulatorBackend(Backend):
 
     def __init__(self, emulator=None, *, weights=None, tile_size: int | None = None, batch_size: int = 1,
                  device: str | None = None, allow_extrapolation: bool | None = None, progress: bool = False):
-
-        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer))
-                                      or tile_size < 8 or tile_size % 8):
-            raise InputError(f"tile_size must be a positive multiple of 8, got {tile_size!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        tile = None if tile_size is None else check_tile_size(tile_size, "tile_size")
+        batch = check_int(batch_size, "batch_size", 1, what="a positive integer")
         if emulator is not None:
             if weights is not None or device is not None:
                 raise InputError("pass either emulator=... or weights=/device=, not both")
             if not isinstance(emulator, Emulator):
                 raise InputError(f"emulator must be an Emulator, got {type(emulator).__name__}")
-        elif weights is not None:
-            emulator = Emulator.from_checkpoint(weights, device=device or "cpu",
-                                                allow_extrapolation=bool(allow_extrapolation))
         else:
-            emulator = default_emulator(device=device or "cpu", allow_extrapolation=bool(allow_extrapolation))
+            emulator = load_emulator(weights, device=device or "cpu", allow_extrapolation=bool(allow_extrapolation))
         self.emulator = emulator
-        self.tile_size = None if tile_size is None else int(tile_size)
-        self.batch_size = int(batch_size)
+        self.tile_size = tile
+        self.batch_size = batch
         self.allow_extrapolation = allow_extrapolation
         self.progress = bool(progress)
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
 import time
 
-import numpy as np
-
 from .._version import __version__
+from ..checks import check_reals
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_to_json
-from ..datatypes.snapshot import Snapshot
+from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import ComputationError, InputError
 from ..ics.conditions import InitialConditions
 from .backends import Backend, get_backend
@@ -25,23 +23,6 @@ from .backends import Backend, get_backend
 __all__ = ["simulate", "output_redshifts"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest scale factor a snapshot may carry (see :class:`Snapshot`).
-_A_MAX = 1.5
-
-
-def _as_list(values, key: str) -> list[float]:
-    if isinstance(values, (str, bytes)):
-        raise InputError(f"{key} must be a number or a sequence of numbers, got {values!r}")
-    seq = [values] if np.ndim(values) == 0 else list(np.asarray(values, dtype=object).ravel())
-    if not seq:
-        raise InputError(f"{key} must name at least one output time, got {values!r}")
-    out = []
-    for v in seq:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise InputError(f"{key} values must be finite numbers, got {v!r}")
-        out.append(float(v))
-    return out
 
 
 def output_redshifts(z=None, a=None) -> list[float]:
@@ -66,16 +47,12 @@ def output_redshifts(z=None, a=None) -> list[float]:
     if (z is None) == (a is None):
         raise InputError(f"give exactly one of z and a (output redshifts or scale factors), got z={z!r}, a={a!r}")
     if a is not None:
-        aa = _as_list(a, "a")
-        for v in aa:
-            if not 0.0 < v <= _A_MAX:
-                raise InputError(f"scale factor a = {v!r} is outside the allowed range (0, {_A_MAX}]")
-        zs = [1.0 / v - 1.0 for v in aa]
+        zs = [1.0 / v - 1.0 for v in check_reals(a, "scale factor a", 0.0, A_MAX, lo_open=True, item="output time")]
     else:
-        zs = _as_list(z, "z")
+        zs = check_reals(z, "redshift z", item="output time")
         for v in zs:
-            if not v >= 1.0 / _A_MAX - 1.0:
-                raise InputError(f"redshift z = {v!r} is outside the allowed range [{1.0 / _A_MAX - 1.0:.6g}, inf)")
+            if not v >= 1.0 / A_MAX - 1.0:  # a <= A_MAX, stated with a rounded bound
+                raise InputError(f"redshift z = {v!r} is outside the allowed range [{1.0 / A_MAX - 1.0:.6g}, inf)")
     seen = set()
     for v in zs:
         if v in seen:

@@ -7,7 +7,9 @@ import json
 import math
 from dataclasses import dataclass
 
+from ..checks import check_choice, check_int, check_positive, check_real
 from ..errors import InputError
+from ..inference.models import ZdepConvention
 
 __all__ = ["TrainConfig", "lr_factor", "SUPPORTED_DOMAIN", "RESUMABLE_CHANGES"]
 
@@ -95,36 +97,28 @@ class TrainConfig:
     init_weights: str | None = None
 
     def __post_init__(self):
-        def positive_int(key, minimum=1):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise InputError(f"TrainConfig.{key} must be an integer >= {minimum}, got {v!r}")
+        def put(key, value):
+            object.__setattr__(self, key, value)
 
-        for key in ("width", "batch", "steps", "checkpoint_every", "val_every", "val_samples", "keep_checkpoints"):
-            positive_int(key)
-        positive_int("crop", 8)
-        positive_int("seed", 0)
-        for key in ("lr", "weight_decay", "style_weight_decay", "min_lr_ratio"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"TrainConfig.{key} must be a finite number >= 0, got {v!r}")
-        if not self.lr > 0 or self.min_lr_ratio > 1:
-            raise InputError(f"TrainConfig needs lr > 0 and min_lr_ratio <= 1, got {self.lr!r}, {self.min_lr_ratio!r}")
+        for key, lo in (("width", 1), ("batch", 1), ("steps", 1), ("checkpoint_every", 1), ("val_every", 1),
+                        ("val_samples", 1), ("keep_checkpoints", 1), ("crop", 8), ("seed", 0)):
+            put(key, check_int(getattr(self, key), f"TrainConfig.{key}", lo))
+        put("lr", check_real(self.lr, "TrainConfig.lr", 0.0, lo_open=True))
+        put("min_lr_ratio", check_real(self.min_lr_ratio, "TrainConfig.min_lr_ratio", 0.0, 1.0))
+        for key in ("weight_decay", "style_weight_decay"):
+            put(key, check_real(getattr(self, key), f"TrainConfig.{key}", 0.0))
         for key in ("betas", "style_betas"):
             b = tuple(getattr(self, key))
-            if len(b) != 2 or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in b):
+            if len(b) != 2:
                 raise InputError(f"TrainConfig.{key} must be two numbers in [0, 1), got {getattr(self, key)!r}")
-            object.__setattr__(self, key, tuple(float(x) for x in b))
+            put(key, tuple(check_real(x, f"TrainConfig.{key}[{i}]", 0.0, 1.0, hi_open=True) for i, x in enumerate(b)))
         if self.warmup_steps is not None:
-            positive_int("warmup_steps", 0)
-            if self.warmup_steps >= self.steps:
-                raise InputError(f"TrainConfig.warmup_steps must be < steps = {self.steps}, got {self.warmup_steps}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise InputError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        if self.precision not in _PRECISIONS:
-            raise InputError(f"TrainConfig.precision must be one of {_PRECISIONS}, got {self.precision!r}")
-        if self.velocity_method not in ("dual", "jvp"):
-            raise InputError(f"TrainConfig.velocity_method must be 'dual' or 'jvp', got {self.velocity_method!r}")
+            put("warmup_steps", check_int(self.warmup_steps, "TrainConfig.warmup_steps", 0, self.steps - 1))
+        if self.grad_clip is not None:
+            put("grad_clip", check_positive(self.grad_clip, "TrainConfig.grad_clip",
+                                            what="a finite number > 0 or None"))
+        check_choice(self.precision, "TrainConfig.precision", _PRECISIONS)
+        check_choice(self.velocity_method, "TrainConfig.velocity_method", ZdepConvention.VELOCITY_METHODS)
         if self.init_weights is not None and not isinstance(self.init_weights, str):
             raise InputError(f"TrainConfig.init_weights must be a path string or None, got {self.init_weights!r}")
         if not isinstance(self.device, str):

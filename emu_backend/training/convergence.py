@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 
+from ..checks import check_int, check_positive
 from ..datatypes.snapshot import Snapshot, check_matching_snapshots
 from ..errors import InputError
 from ..validation.power import PowerSpectrum, cross_correlation, power_spectrum
@@ -52,12 +52,9 @@ def _deconvolved_density(snapshot: Snapshot, n_mesh: int) -> np.ndarray:
     return scipy.fft.irfftn(dk, s=delta.shape)
 
 
-def _check_mesh(n_mesh, grid: int) -> int:
-    if n_mesh is None:
-        return 2 * grid
-    if isinstance(n_mesh, bool) or not isinstance(n_mesh, numbers.Integral) or n_mesh < 2:
-        raise InputError(f"n_mesh must be an integer >= 2, got {n_mesh!r}")
-    return int(n_mesh)
+def _mesh_size(n_mesh, grid: int) -> int:
+    """The density mesh: ``n_mesh`` checked, or twice the particle grid when None."""
+    return 2 * grid if n_mesh is None else check_int(n_mesh, "n_mesh", 2)
 
 
 def density_power(snapshot: Snapshot, *, n_mesh: int | None = None, k_edges=None):
@@ -79,7 +76,7 @@ def density_power(snapshot: Snapshot, *, n_mesh: int | None = None, k_edges=None
 
     if not isinstance(snapshot, Snapshot):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
-    mesh = _check_mesh(n_mesh, snapshot.grid)
+    mesh = _mesh_size(n_mesh, snapshot.grid)
     return power_spectrum(_deconvolved_density(snapshot, mesh), snapshot.box_size, k_edges)
 
 
@@ -184,10 +181,8 @@ def compare_snapshots(run: Snapshot, reference: Snapshot, *, k_max: float = 1.0,
     True
     """
     check_matching_snapshots(run, reference, "run", "reference", box_rtol=1e-9, a_rtol=1e-9)
-    if isinstance(k_max, bool) or not isinstance(k_max, numbers.Real) or not 0 < k_max < math.inf:
-        raise InputError(f"k_max must be a finite number > 0 [h/Mpc], got {k_max!r}")
-
-    mesh = _check_mesh(n_mesh, run.grid)
+    k_max = check_positive(k_max, "k_max", unit="h/Mpc")
+    mesh = _mesh_size(n_mesh, run.grid)
     box = run.box_size
     d_run, d_ref = _deconvolved_density(run, mesh), _deconvolved_density(reference, mesh)
     cc = cross_correlation(d_run, d_ref, box)

@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..checks import check_int, check_real
 from ..cosmology.growth import growth_factor
 from ..cosmology.params import Cosmology
 from ..errors import FileFormatError, InputError
@@ -204,8 +205,7 @@ class CropSampler:
         files = [Path(f) for f in files]
         if not files:
             raise InputError("no training-sample files given")
-        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 8:
-            raise InputError(f"crop must be an integer >= 8 cells, got {crop!r}")
+        crop = check_int(crop, "crop", 8, what="an integer >= 8 cells")
         self.files = [SampleFile(f) for f in files]
         cells = {round(f.cell_size, 9) for f in self.files}
         if len(cells) != 1:
@@ -288,8 +288,7 @@ def split_files(files, val_fraction: float, seed: int) -> tuple[list[Path], list
     (train, val) : two sorted lists of Path
     """
     files = sorted(Path(f) for f in files)
-    if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    val_fraction = check_real(val_fraction, "val_fraction", 0.0, 1.0, hi_open=True, what="in [0, 1)")
     n_val = int(round(val_fraction * len(files)))
     if val_fraction > 0 and len(files) >= 2:
         n_val = min(max(n_val, 1), len(files) - 1)

@@ -13,14 +13,13 @@ Omega_b [0.03, 0.07], h [0.5, 0.9] and n_s [0.8, 1.2] (Villaescusa-Navarro et al
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import qmc
 
+from ..checks import check_int, check_real
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..errors import DomainError, InputError
 from ..inference.domain import TrainingDomain
@@ -49,10 +48,7 @@ def _check_range(name: str, value) -> tuple[float, float]:
         lo, hi = value
     except (TypeError, ValueError):
         raise InputError(f"range of {name} must be a pair (low, high), got {value!r}") from None
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise InputError(f"range of {name} must hold two finite numbers, got {value!r}")
-    lo, hi = float(lo), float(hi)
+    lo, hi = (check_real(v, f"each end of the range of {name}") for v in (lo, hi))
     if not lo < hi:
         raise InputError(f"range of {name} = ({lo!r}, {hi!r}) must have low < high")
     if lo < allowed[0] or hi > allowed[1]:
@@ -161,10 +157,8 @@ def latin_hypercube(n_sims: int, seed: int, *, ranges: Mapping | None = None, va
     [0, 1, 2, 3]
     """
 
-    if isinstance(n_sims, bool) or not isinstance(n_sims, numbers.Integral) or n_sims < 1:
-        raise InputError(f"n_sims must be an integer >= 1, got {n_sims!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    n_sims = check_int(n_sims, "n_sims", 1)
+    seed = check_int(seed, "seed", 0)
     if not isinstance(base, Cosmology):
         raise InputError(f"base must be a Cosmology, got {type(base).__name__}")
     if ranges is not None and not isinstance(ranges, Mapping):
@@ -182,14 +176,14 @@ def latin_hypercube(n_sims: int, seed: int, *, ranges: Mapping | None = None, va
     if "sigma8" not in checked and base.sigma8 is None:
         raise InputError("the base cosmology has no sigma8 and sigma8 is not varied")
     names = tuple(checked)
-    generator = np.random.default_rng(int(seed))
+    generator = np.random.default_rng(seed)
     try:
         sampler = qmc.LatinHypercube(d=len(names), rng=generator)
     except TypeError:  # scipy < 1.15 names the argument ``seed``
         sampler = qmc.LatinHypercube(d=len(names), seed=generator)
-    unit = sampler.random(int(n_sims))
+    unit = sampler.random(n_sims)
     lo = np.array([checked[k][0] for k in names])
     hi = np.array([checked[k][1] for k in names])
     table = lo + unit * (hi - lo)
     logger.info("Latin hypercube: %d sims over %s (seed %d)", n_sims, checked, seed)
-    return Design(names, checked, table, base=base, seed=int(seed))
+    return Design(names, checked, table, base=base, seed=seed)

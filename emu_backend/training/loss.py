@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..checks import check_positive
 from ..errors import InputError
 from ..nn.lag2eul import lagrangian_to_eulerian
 from ..nn.normalisation import DIS_STD_MPC_H
@@ -43,10 +44,7 @@ def painting_scale(cell_size_mpc_h: float) -> float:
     >>> painting_scale(1000 / 512)
     3.072
     """
-    cell = float(cell_size_mpc_h)
-    if not cell > 0:
-        raise InputError(f"cell size must be positive [Mpc/h], got {cell_size_mpc_h!r}")
-    return DIS_STD_MPC_H / cell
+    return DIS_STD_MPC_H / check_positive(cell_size_mpc_h, "cell size", unit="Mpc/h")
 
 
 def paint_pair(

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 import platform
 import sys
 import time
@@ -40,11 +38,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import h5py
-import numpy as np
 from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..adapters.classy import ClassPower
+from ..checks import check_int, check_reals
 from ..cosmology.linear_power import EisensteinHuPower
 from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_to_json
@@ -105,8 +103,6 @@ def sample_path(out_dir, index: int) -> Path:
 
 
 def _versions(backend: str) -> dict:
-
-
     out = {"emu_backend": __version__, "python": platform.python_version()}
     for dist in ("numpy", "scipy", "h5py", "torch", *({"jaxpm": ("jax", "jaxpm"), "pmwd": ("jax", "pmwd")}
                                                        .get(backend, ())), "classy"):
@@ -117,26 +113,15 @@ def _versions(backend: str) -> dict:
     return out
 
 
-def _check_int(value, key: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        raise InputError(f"{key} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 def _check_redshifts(z) -> list[float]:
-    seq = [z] if isinstance(z, numbers.Real) and not isinstance(z, bool) else z
-    if isinstance(seq, (str, bytes)) or not isinstance(seq, (Sequence, np.ndarray)) or len(seq) == 0:
-        raise InputError(f"z must be a redshift or a non-empty sequence of redshifts, got {z!r}")
     lo, hi = TrainingDomain().z
     out = []
-    for v in seq:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise InputError(f"redshifts must be finite numbers, got {v!r}")
-        if not lo <= float(v) <= hi:
+    for v in check_reals(z, "z", item="redshift"):
+        if not lo <= v <= hi:
             raise DomainError(f"redshift z = {v!r} is outside the emulator's training range [{lo}, {hi}]")
-        if float(v) in out:
+        if v in out:
             raise InputError(f"redshift z = {v!r} is requested twice")
-        out.append(float(v))
+        out.append(v)
     return sorted(out)
 
 
@@ -161,9 +146,7 @@ def _as_design(design) -> Design:
 
 def _power(name: str, cosmology: Cosmology):
     if name == "class":
-
         return ClassPower.from_cosmology(cosmology)
-
     return EisensteinHuPower(cosmology)
 
 
@@ -265,9 +248,9 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
     if out.exists() and not out.is_dir():
         raise InputError(f"out_dir {str(out)!r} exists and is not a folder")
     design = _as_design(design)
-    n = _check_int(grid, "grid", 8)
+    n = check_int(grid, "grid", 8)
     zs = _check_redshifts(z)
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     if not isinstance(power, str) or power.lower() not in _POWERS:
         raise InputError(f"power must be one of {sorted(_POWERS)}, got {power!r}")
     power = _POWERS[power.lower()]

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_positive
 from ..cosmology.params import Cosmology
 from ..datatypes.snapshot import Snapshot
 from ..errors import InputError
@@ -118,8 +118,7 @@ def sample_from_snapshots(linear, snapshots, *, cosmology: Cosmology, box_size: 
         boxes["the ICs' box"] = ics.box_size
     boxes.update({f"snapshot {i} (z = {s.z:.6g})": s.box_size for i, s in enumerate(snaps)})
     first_key, box = next(iter(boxes.items()))
-    if isinstance(box, bool) or not isinstance(box, numbers.Real) or not 0 < box < math.inf:
-        raise InputError(f"box_size must be a positive finite length [Mpc/h], got {box!r}")
+    box = check_positive(box, "box_size", unit="Mpc/h")
     for key, value in boxes.items():
         if not _same(float(value), float(box)):
             raise InputError(f"{key} is {value!r} Mpc/h but {first_key} is {box!r} Mpc/h: not the same run")

@@ -1,4 +1,5 @@
-"""The run configuration of ``emu-backend run``: a frozen, validated dataclass loaded from TOML and flags.
+"""The run configuration of :func:`emu_backend.pipelines.run.run` (``emu-backend run``): a frozen,
+validated dataclass, loaded from TOML files and command-line flags.
 
 A TOML file holds the keys of :class:`RunConfig` at top level; ``cosmology`` is a preset name or a
 table of parameters (optionally with ``preset = "..."`` to start from)::
@@ -6,33 +7,40 @@ table of parameters (optionally with ``preset = "..."`` to start from)::
     grid = 32
     z = [0.0, 1.0]
     backend = "emulator"
+    tile_size = 32            # 'tile' is accepted as an alias
     [cosmology]
     preset = "quijote"
     omega_m = 0.3
 
-Flags given on the command line win over the file. Unknown keys, wrong types and out-of-range values
-raise :class:`~emu_backend.errors.InputError` naming the key and what is allowed.
+Unknown keys, wrong types and out-of-range values raise :class:`~emu_backend.errors.InputError`
+naming the key as it was written and what is allowed.
+
+Examples
+--------
+>>> config_from_mapping({"grid": 16, "tile": 16, "z": [0.5]}).tile_size
+16
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checks import check_int, check_real
 from ..cosmology.params import PRESETS, QUIJOTE_FIDUCIAL, Cosmology
 from ..errors import FileFormatError, InputError
 from ..simulator.backends import available_backends
 
-__all__ = ["RunConfig", "load_toml", "config_from_mapping", "FORMATS", "BASELINES", "LENGTH_UNITS"]
+__all__ = ["RunConfig", "load_toml", "config_from_mapping", "FORMATS", "BASELINES", "LENGTH_UNITS", "KEY_ALIASES"]
 
 FORMATS = ("gadget", "fields", "npz")
 BASELINES = ("2lpt", "za", "none")
 LENGTH_UNITS = ("kpc/h", "Mpc/h")
+#: Older spellings of config keys, still accepted: alias -> key (the library's argument name).
+KEY_ALIASES = {"tile": "tile_size", "batch": "batch_size"}
 _MAX_GRID = 4096
 
 
@@ -41,19 +49,13 @@ def _fail(key: str, msg: str, value) -> InputError:
 
 
 def _int(key, value, lo, hi=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _fail(key, "must be an integer", value)
-    if value < lo or (hi is not None and value > hi):
-        raise _fail(key, f"must be in [{lo}, {hi if hi is not None else 'inf'}]", value)
-    return int(value)
+    return check_int(value, f"config key {key!r}", lo, hi)
 
 
 def _float(key, value, lo=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise _fail(key, "must be a finite number", value)
-    if lo is not None and not value > lo:
-        raise _fail(key, f"must be > {lo}", value)
-    return float(value)
+    if lo is None:
+        return check_real(value, f"config key {key!r}", what="a finite number")
+    return check_real(value, f"config key {key!r}", lo, lo_open=True, what=f"a finite number > {lo}")
 
 
 def _bool(key, value) -> bool:
@@ -68,6 +70,10 @@ def _str(key, value, allowed=None) -> str:
     if allowed is not None and value not in allowed:
         raise _fail(key, f"must be one of {list(allowed)}", value)
     return value
+
+
+def _path(key, value) -> str:
+    return _str(key, str(value) if isinstance(value, Path) else value)
 
 
 def _times(key, value, lo, hi, lo_open=False) -> tuple[float, ...]:
@@ -111,7 +117,8 @@ def _cosmology(value) -> Cosmology:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything ``emu-backend run`` needs; validated on construction.
+    """Everything :func:`~emu_backend.pipelines.run.run` (``emu-backend run``) needs; validated on
+    construction.
 
     Parameters
     ----------
@@ -130,9 +137,12 @@ class RunConfig:
     backend : str
         ``"emulator"``, ``"za"``, ``"2lpt"`` or one registered by an adapter.
     weights : str or None
-        Emulator checkpoint; None: the shipped default (untrained until trained weights ship).
-    tile, batch : int or None, int
-        Emulator tile size (multiple of 8; None: automatic) and tiles per network call.
+        Emulator checkpoint; None: the shipped default weights.
+    tile_size : int or None
+        Emulator output cells per tile side, a multiple of 8 in [8, 1024]; None: automatic (the box
+        rounded up to a multiple of 8, at most 128). TOML alias ``tile``.
+    batch_size : int
+        Tiles per network call, in [1, 4096]. TOML alias ``batch``.
     device : str
         Torch device of the emulator.
     allow_extrapolation : bool
@@ -144,7 +154,7 @@ class RunConfig:
     overwrite : bool
         Replace existing output files (otherwise refused before anything is computed).
     n_files : int
-        Files per Gadget snapshot.
+        Files per Gadget snapshot, in [1, grid^3].
     length_unit : {"kpc/h", "Mpc/h"}
         Gadget length unit.
     plot : bool
@@ -155,6 +165,11 @@ class RunConfig:
         Two-column text file k [h/Mpc], P [(Mpc/h)^3] at z = 0; None: Eisenstein & Hu.
     fixed_amplitude, paired : bool
         Quijote-style fixed / paired noise.
+
+    Examples
+    --------
+    >>> RunConfig(grid=16, backend="za").box_size_mpc_h
+    31.25
     """
 
     cosmology: Cosmology = QUIJOTE_FIDUCIAL
@@ -165,8 +180,8 @@ class RunConfig:
     a: tuple | None = None
     backend: str = "emulator"
     weights: str | None = None
-    tile: int | None = None
-    batch: int = 1
+    tile_size: int | None = None
+    batch_size: int = 1
     device: str = "cpu"
     allow_extrapolation: bool = False
     format: str = "gadget"
@@ -181,8 +196,7 @@ class RunConfig:
     paired: bool = False
 
     def __post_init__(self):
-
-        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        put = lambda k, v: object.__setattr__(self, k, v)
         put("cosmology", _cosmology(self.cosmology))
         put("grid", _int("grid", self.grid, 8, _MAX_GRID))
         if self.box_size is not None:
@@ -196,22 +210,22 @@ class RunConfig:
             put("a", _times("a", self.a, 0.0, 1.5, lo_open=True))
         put("backend", _str("backend", self.backend, available_backends()))
         if self.weights is not None:
-            put("weights", _str("weights", str(self.weights) if isinstance(self.weights, Path) else self.weights))
-        if self.tile is not None:
-            put("tile", _int("tile", self.tile, 8, 1024))
-            if self.tile % 8:
-                raise _fail("tile", "must be a multiple of 8", self.tile)
-        put("batch", _int("batch", self.batch, 1, 4096))
+            put("weights", _path("weights", self.weights))
+        if self.tile_size is not None:
+            put("tile_size", _int("tile_size", self.tile_size, 8, 1024))
+            if self.tile_size % 8:
+                raise _fail("tile_size", "must be a multiple of 8", self.tile_size)
+        put("batch_size", _int("batch_size", self.batch_size, 1, 4096))
         put("device", _str("device", self.device))
         for key in ("allow_extrapolation", "overwrite", "plot", "fixed_amplitude", "paired"):
             put(key, _bool(key, getattr(self, key)))
         put("format", _str("format", self.format, FORMATS))
-        put("out", _str("out", str(self.out) if isinstance(self.out, Path) else self.out))
+        put("out", _path("out", self.out))
         put("n_files", _int("n_files", self.n_files, 1, self.grid**3))
         put("length_unit", _str("length_unit", self.length_unit, LENGTH_UNITS))
         put("baseline", _str("baseline", self.baseline, BASELINES))
         if self.power is not None:
-            put("power", _str("power", str(self.power) if isinstance(self.power, Path) else self.power))
+            put("power", _path("power", self.power))
 
     # -- derived values --------------------------------------------------------------------
     @property
@@ -233,7 +247,7 @@ class RunConfig:
         d["box_size_mpc_h"] = self.box_size_mpc_h
         return d
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         """A copy with some keys changed (validated again); ``z`` and ``a`` replace each other."""
         return config_from_mapping(changes, base=self)
 
@@ -241,29 +255,69 @@ class RunConfig:
 _KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
+def _resolve_aliases(mapping: dict, source: str) -> tuple[dict, dict]:
+    """``mapping`` with alias keys renamed, and ``{key: alias}`` for the keys that were given by alias."""
+    changes, spelled = {}, {}
+    for written, value in mapping.items():
+        key = KEY_ALIASES.get(written, written)
+        if key in changes:
+            raise InputError(f"config keys {spelled[key]!r} and {written!r} in {source} are the same key "
+                             f"{key!r}: give one of them")
+        changes[key], spelled[key] = value, written
+    return changes, {key: written for key, written in spelled.items() if key != written}
+
+
 def config_from_mapping(mapping: dict, base: RunConfig | None = None, source: str = "config") -> RunConfig:
     """Build a :class:`RunConfig` from a dict of keys (e.g. parsed TOML), on top of ``base``.
 
-    Unknown keys raise :class:`InputError` naming them. Giving ``z`` clears the base's ``a`` and vice
-    versa; giving both is an error.
+    Parameters
+    ----------
+    mapping : dict
+        Keys of :class:`RunConfig`, or their aliases in :data:`KEY_ALIASES` (``tile``, ``batch``).
+    base : RunConfig, optional
+        The values of the keys not given (default: ``RunConfig()``).
+    source : str
+        Where the keys come from, for error messages.
+
+    Raises
+    ------
+    InputError
+        Unknown keys (named), a key given twice (by its name and its alias), ``z`` and ``a`` together,
+        or a bad value: the message names the key as it was written. Giving ``z`` clears the base's
+        ``a`` and vice versa.
     """
     if not isinstance(mapping, dict):
         raise InputError(f"{source} must be a table of keys, got {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - set(_KEYS))
+    unknown = sorted(set(mapping) - set(_KEYS) - set(KEY_ALIASES))
     if unknown:
-        raise InputError(f"unknown config key(s) {unknown} in {source}; allowed keys: {list(_KEYS)}")
-    if "z" in mapping and "a" in mapping and mapping["z"] is not None and mapping["a"] is not None:
+        raise InputError(f"unknown config key(s) {unknown} in {source}; allowed keys: {list(_KEYS)} "
+                         f"(aliases: {', '.join(f'{a} = {k}' for a, k in KEY_ALIASES.items())})")
+    changes, aliased = _resolve_aliases(mapping, source)
+    if changes.get("z") is not None and changes.get("a") is not None:
         raise InputError(f"config keys 'z' and 'a' are exclusive in {source}: give one of them")
-    changes = dict(mapping)
     if changes.get("z") is not None:
         changes["a"] = None
     elif changes.get("a") is not None:
         changes["z"] = None
-    return dataclasses.replace(base if base is not None else RunConfig(), **changes)
+    try:
+        return dataclasses.replace(base if base is not None else RunConfig(), **changes)
+    except InputError as exc:  # name the key as the user wrote it
+        message = str(exc)
+        for key, written in aliased.items():
+            named = f"config key {key!r}"
+            if message.startswith(named):
+                raise InputError(f"config key {written!r}{message[len(named):]}") from exc
+        raise
 
 
 def load_toml(path) -> dict:
-    """Read a TOML config file into a dict (no validation; see :func:`config_from_mapping`)."""
+    """Read a TOML config file into a dict (no validation; see :func:`config_from_mapping`).
+
+    Raises
+    ------
+    FileFormatError
+        The file does not exist or is not UTF-8 TOML.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"config file {str(path)!r} does not exist")

@@ -1,7 +1,7 @@
-"""The P(k) figure of ``emu-backend run``: the run's matter power against linear theory and a baseline.
+"""The P(k) figure of a run (``emu-backend run``): matter power against linear theory and a baseline.
 
-matplotlib is imported inside :func:`plot_power` (Agg backend, no display needed), so importing the
-CLI does not import it.
+matplotlib draws on a bare ``Figure`` (Agg canvas): no pyplot state, no display, no global backend
+change. :func:`png_metadata` reads back the provenance stored in the PNG.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ def plot_power(path, snapshots: Sequence[Snapshot], baselines: Sequence[Snapshot
     Path
     """
     # a bare Figure renders through the Agg canvas: no pyplot state, no display, no global backend change
-
     fig = Figure(figsize=(7.0, 6.5), layout="constrained")
     ax, rax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
     colours = [f"C{i}" for i in range(10)]
@@ -108,6 +107,5 @@ def plot_power(path, snapshots: Sequence[Snapshot], baselines: Sequence[Snapshot
 
 def png_metadata(path) -> dict:
     """Read back the provenance JSON stored by :func:`plot_power` (for tests and users)."""
-
     with Image.open(path) as im:
         return json.loads(im.text.get("Description", "{}"))

@@ -1,4 +1,4 @@
-"""Shared helpers of the ICs package (private): input validation and rfft wavenumber grids.
+"""The ICs' grid conventions: input validation of cubic fields and the rfft wavenumber grid and Nyquist mask.
 
 Fourier conventions used throughout :mod:`emu_backend.ics`: ``scipy.fft.rfftn`` / ``irfftn`` with
 the default ("backward") normalisation over the three axes of an (n, n, n) real field, so the last
@@ -8,23 +8,11 @@ frequency [h/Mpc]. "Nyquist plane" means the modes with ``|k_c| = n/2`` (even n 
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["check_box_size", "check_field", "check_displacement", "wavevectors", "nyquist_mask"]
-
-
-def check_box_size(box_size) -> float:
-    """Return ``box_size`` [Mpc/h] as float, or raise :class:`InputError` unless finite and > 0."""
-    if isinstance(box_size, bool) or not isinstance(box_size, numbers.Real):
-        raise InputError(f"box_size [Mpc/h] must be a real number > 0, got {box_size!r}")
-    value = float(box_size)
-    if not np.isfinite(value) or value <= 0:
-        raise InputError(f"box_size [Mpc/h] must be finite and > 0, got {box_size!r}")
-    return value
+__all__ = ["check_field", "check_displacement", "wavevectors", "nyquist_mask"]
 
 
 def check_field(field, name: str = "field") -> np.ndarray:

@@ -1,0 +1,192 @@
+"""A run (``emu-backend run``): seeded ICs -> backend -> snapshot files, a P(k) plot and ``run.json``.
+
+A sequence of library calls (:class:`~emu_backend.ics.InitialConditions`,
+:func:`~emu_backend.simulator.simulate`, the writers of :mod:`emu_backend.io`,
+:func:`~emu_backend.pipelines.plot.plot_power`). Every output path is checked before anything is
+computed, so an existing result is never replaced without ``overwrite``.
+
+Examples
+--------
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> result = run(RunConfig(grid=8, z=(0.0,), backend="za", plot=False, out=out, overwrite=True))
+>>> [p.name for p in result.files]
+['snap_000.hdf5', 'run.json']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
+from ..datatypes.meta import meta_to_json
+from ..ics import InitialConditions
+from ..io.atomic import atomic_path, check_overwrite
+from ..io.fields import write_fields
+from ..io.gadget import write_gadget_hdf5
+from ..simulator import get_backend, simulate
+from .plot import plot_power
+from .provenance import versions
+from .run_config import RunConfig
+
+__all__ = ["RunConfig", "RunResult", "run", "planned_files", "SUMMARY_NAME", "PLOT_NAME"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "run.json"
+PLOT_NAME = "power.png"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    config : RunConfig
+    files : tuple of Path
+        Every file written, in order (snapshots, plot, summary last).
+    untrained : bool
+        The emulator ran untrained (random) weights: outputs are not physical.
+    checksum : str or None
+        Checksum of the emulator weights.
+    seconds : float
+        Wall time of the run [s].
+    """
+
+    config: RunConfig
+    files: tuple
+    untrained: bool
+    checksum: str | None
+    seconds: float
+
+
+def _snapshot_stem(config: RunConfig, index: int) -> str:
+    return f"snap_{index:03d}" if config.format == "gadget" else f"fields_{index:03d}"
+
+
+def planned_files(config: RunConfig) -> list[Path]:
+    """Every file a run with ``config`` writes, in order."""
+    out = Path(config.out)
+    files = []
+    for i in range(len(config.redshifts)):
+        stem = _snapshot_stem(config, i)
+        if config.format == "gadget":
+            if config.n_files == 1:
+                files.append(out / f"{stem}.hdf5")
+            else:
+                files.extend(out / f"{stem}.{j}.hdf5" for j in range(config.n_files))
+        else:
+            files.append(out / f"{stem}.{'h5' if config.format == 'fields' else 'npz'}")
+    if config.plot:
+        files.append(out / PLOT_NAME)
+    files.append(out / SUMMARY_NAME)
+    return files
+
+
+def _backend_options(config: RunConfig, progress: bool) -> dict:
+    if config.backend != "emulator":
+        return {}
+    return {"weights": config.weights, "tile_size": config.tile_size, "batch_size": config.batch_size,
+            "device": config.device, "allow_extrapolation": config.allow_extrapolation, "progress": progress}
+
+
+def _write_snapshot(config: RunConfig, snap, index: int) -> list[Path]:
+    out = Path(config.out)
+    stem = _snapshot_stem(config, index)
+    if config.format == "gadget":
+        return write_gadget_hdf5(snap, out / stem, n_files=config.n_files, length_unit=config.length_unit,
+                                 overwrite=config.overwrite)
+    suffix = "h5" if config.format == "fields" else "npz"
+    return [write_fields(out / f"{stem}.{suffix}", snap.displacement_field(), snap.velocity_field(),
+                         box_size=snap.box_size, a=snap.a, cosmology=snap.cosmology, meta=snap.meta,
+                         overwrite=config.overwrite)]
+
+
+def _files_of(written: list[Path], config: RunConfig, index: int) -> list[Path]:
+    stem = _snapshot_stem(config, index)
+    return [p for p in written if p.name.startswith(stem + ".")]
+
+
+def run(config: RunConfig, *, progress: bool = False) -> RunResult:
+    """Run the configured simulation and write its files into ``config.out``.
+
+    Writes one snapshot per redshift (``snap_XXX[.i].hdf5`` or ``fields_XXX.h5|.npz``), the P(k)
+    plot ``power.png`` (when ``config.plot``; with the baseline run from the same ICs) and the
+    summary ``run.json`` (versions, config, seed, cosmology, backend, weights checksum, files).
+
+    Parameters
+    ----------
+    config : RunConfig
+    progress : bool
+        Show progress bars (only drawn on a terminal).
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    InputError
+        An output file exists and ``config.overwrite`` is false (nothing is computed), or a bad value.
+    DomainError
+        The emulator's training domain is left without ``allow_extrapolation``.
+    """
+    t0 = time.perf_counter()
+    for path in planned_files(config):  # refuse before computing anything
+        check_overwrite(path, config.overwrite)
+    cosmo = config.cosmology
+    power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
+             else EisensteinHuPower(cosmo))
+    ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
+                                       fixed_amplitude=config.fixed_amplitude, paired=config.paired)
+    backend = get_backend(config.backend, **_backend_options(config, progress))
+    provenance = {"config": config.to_dict(), "versions": versions()}
+    snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)
+    untrained = bool(snaps[0].meta.get("untrained", False))
+    checksum = snaps[0].meta.get("checksum")
+
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    show = progress and sys.stderr.isatty()
+    for i, snap in enumerate(tqdm(snaps, desc="writing snapshots", unit="snap", disable=not show)):
+        written.extend(_write_snapshot(config, snap, i))
+    if config.plot:
+        baselines = None
+        if config.baseline != "none":
+            baselines = simulate(ics, cosmo, z=config.z, a=config.a, backend=config.baseline)
+        plot_meta = {**provenance, "seed": ics.seed, "checksum": checksum, "untrained": untrained,
+                     "cosmology": cosmo.to_dict(), "backend": backend.name, "baseline": config.baseline}
+        written.append(plot_power(Path(config.out) / PLOT_NAME, snaps, baselines, power, label=backend.name,
+                                  baseline_label=config.baseline.upper(), untrained=untrained,
+                                  metadata=plot_meta, overwrite=config.overwrite))
+    seconds = time.perf_counter() - t0
+    summary = {
+        "package": "emu_backend",
+        "versions": provenance["versions"],
+        "config": provenance["config"],
+        "seed": ics.seed,
+        "cosmology": cosmo.to_dict(),
+        "backend": backend.name,
+        "checksum": checksum,
+        "weights_source": snaps[0].meta.get("weights_source"),
+        "untrained": untrained,
+        "outputs": [{"z": s.z, "a": s.a, "files": [str(p) for p in _files_of(written, config, i)]}
+                    for i, s in enumerate(snaps)],
+        "files": [str(p) for p in written],
+        "wall_seconds": round(seconds, 3),
+    }
+    summary_path = Path(config.out) / SUMMARY_NAME
+    text = json.dumps(json.loads(meta_to_json(summary)), indent=2, sort_keys=False)
+    with atomic_path(summary_path, overwrite=config.overwrite) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    written.append(summary_path)
+    logger.info("run finished in %.1f s: %d file(s) in %s", seconds, len(written), config.out)
+    return RunResult(config, tuple(written), untrained, checksum, seconds)
