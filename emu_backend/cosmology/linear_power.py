@@ -9,7 +9,10 @@ A provider is any object with ``__call__(k_h_mpc) -> P`` (k in h/Mpc, P in (Mpc/
 * :class:`EisensteinHuPower`: the Eisenstein & Hu (1998) fitting formula, with or without baryon
   wiggles, normalised to ``cosmology.sigma8``.
 
-:func:`sigma_r` is the rms linear density contrast in a top-hat sphere, by scipy quadrature.
+:func:`sigma_r` is the rms linear density contrast in a top-hat sphere, by Simpson's rule in ln k.
+:func:`eisenstein_hu_power` is the same EH98 spectrum as a function of the cosmological parameters, for NumPy
+arrays or torch tensors (then differentiable in k and in every parameter, the sigma8 normalisation by the
+same Simpson rule): the linear power of the differentiable forward model.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from scipy import integrate
+import torch
 
+from ..checks import check_positive
 from ..errors import ComputationError, FileFormatError, InputError
 from . import _eisenstein_hu
 from .params import Cosmology
 
-__all__ = ["LinearPower", "TabulatedPower", "EisensteinHuPower", "sigma_r", "tophat_window"]
+__all__ = ["LinearPower", "TabulatedPower", "EisensteinHuPower", "eisenstein_hu_power", "sigma_r", "tophat_window"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +198,21 @@ def tophat_window(x) -> np.ndarray:
     return np.where(small, 1.0 - x**2 / 10.0 + x**4 / 280.0, full)
 
 
+def _simpson_ln_k(k_lo: float, k_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wavenumbers [h/Mpc] and composite-Simpson weights of ``int f dln k`` on ``_SIGMA_N_POINTS`` points
+    uniform in ln k (an odd count: ``h/3 (1, 4, 2, 4, ..., 2, 4, 1)``)."""
+    ln_k = np.linspace(np.log(k_lo), np.log(k_hi), _SIGMA_N_POINTS)
+    weights = np.full(_SIGMA_N_POINTS, 2.0)
+    weights[1::2] = 4.0
+    weights[[0, -1]] = 1.0
+    return np.exp(ln_k), weights * (ln_k[1] - ln_k[0]) / 3.0
+
+
 def sigma_r(power, r_mpc_h: float, *, k_range_h_mpc: tuple[float, float] | None = None) -> float:
     """rms linear density contrast in a top-hat sphere of radius ``r_mpc_h`` at z = 0.
 
-    ``sigma^2(R) = 1/(2 pi^2) int k^3 P(k) W^2(kR) dln k``, by Simpson's rule
-    (``scipy.integrate.simpson``) on 8193 points uniform in ln k, P evaluated in one vectorised call.
+    ``sigma^2(R) = 1/(2 pi^2) int k^3 P(k) W^2(kR) dln k``, by composite Simpson's rule on 8193 points
+    uniform in ln k, P evaluated in one vectorised call.
 
     Parameters
     ----------
@@ -222,20 +236,18 @@ def sigma_r(power, r_mpc_h: float, *, k_range_h_mpc: tuple[float, float] | None 
     """
     if not callable(power):
         raise InputError(f"power must be a callable P(k) provider, got {type(power).__name__}")
-    if not isinstance(r_mpc_h, (int, float, np.floating, np.integer)) or not np.isfinite(r_mpc_h) or r_mpc_h <= 0:
-        raise InputError(f"radius r_mpc_h must be a finite number > 0, got {r_mpc_h!r}")
+    r_mpc_h = check_positive(r_mpc_h, "radius r_mpc_h")
     if k_range_h_mpc is None:
         lo, hi = getattr(power, "k_range", (0.0, float("inf")))
         k_range_h_mpc = (max(lo, _SIGMA_K_RANGE_H_MPC[0]), min(hi, _SIGMA_K_RANGE_H_MPC[1]))
     k_lo, k_hi = (float(v) for v in k_range_h_mpc)
     if not (0 < k_lo < k_hi < float("inf")):
         raise InputError(f"k_range_h_mpc must satisfy 0 < k_min < k_max < inf, got {k_range_h_mpc!r}")
-    ln_k = np.linspace(np.log(k_lo), np.log(k_hi), _SIGMA_N_POINTS)
-    k = np.exp(ln_k)
+    k, weights = _simpson_ln_k(k_lo, k_hi)
     integrand = k**3 * np.asarray(power(k), dtype=np.float64) * tophat_window(k * float(r_mpc_h)) ** 2
     if not np.all(np.isfinite(integrand)):
         raise ComputationError(f"sigma_r: P(k) is not finite on [{k_lo!r}, {k_hi!r}] h/Mpc")
-    return float(np.sqrt(integrate.simpson(integrand, x=ln_k) / (2.0 * np.pi**2)))
+    return float(np.sqrt(integrand @ weights / (2.0 * np.pi**2)))
 
 
 class EisensteinHuPower:
@@ -291,14 +303,68 @@ class EisensteinHuPower:
 
     def transfer(self, k_h_mpc) -> np.ndarray:
         """EH98 transfer function T(k), dimensionless, T -> 1 as k -> 0; k in h/Mpc."""
-        k = _as_positive_k(k_h_mpc)
         c = self.cosmology
-        func = _eisenstein_hu.transfer_wiggle if self.wiggles else _eisenstein_hu.transfer_no_wiggle
-        return func(k * c.h, c.omega_m, c.omega_b, c.h)
+        return _eh_transfer(_as_positive_k(k_h_mpc), c.omega_m, c.omega_b, c.h, self.wiggles)
 
     def __call__(self, k_h_mpc) -> np.ndarray:
-        k = _as_positive_k(k_h_mpc)
-        return self._amplitude * k**self.cosmology.n_s * self.transfer(k) ** 2
+        c = self.cosmology
+        return self._amplitude * _eh_shape(_as_positive_k(k_h_mpc), c.omega_m, c.omega_b, c.h, c.n_s, self.wiggles)
 
     def __repr__(self) -> str:
         return f"EisensteinHuPower({self.cosmology.name!r}, wiggles={self.wiggles})"
+
+
+def _eh_transfer(k_h_mpc, omega_m, omega_b, h, wiggles: bool):
+    """EH98 T(k) of k [h/Mpc] (NumPy or torch)."""
+    transfer = _eisenstein_hu.transfer_wiggle if wiggles else _eisenstein_hu.transfer_no_wiggle
+    return transfer(k_h_mpc * h, omega_m, omega_b, h)
+
+
+def _eh_shape(k_h_mpc, omega_m, omega_b, h, n_s, wiggles: bool):
+    """The unnormalised EH98 spectrum ``k^n_s T(k)^2`` of k [h/Mpc] (NumPy or torch)."""
+    return k_h_mpc**n_s * _eh_transfer(k_h_mpc, omega_m, omega_b, h, wiggles) ** 2
+
+
+def eisenstein_hu_power(k_h_mpc, omega_m, omega_b, h, n_s, sigma8, *, wiggles: bool = True):
+    """EH98 linear P(k) at z = 0 [(Mpc/h)^3] as a function of the cosmological parameters.
+
+    The spectrum of :class:`EisensteinHuPower` (``A k^n_s T(k)^2`` with ``sigma(8 Mpc/h) = sigma8``) for
+    NumPy arrays or torch tensors: where any argument is a tensor the result is a float64 tensor,
+    differentiable in ``k`` and in every parameter (sigma8 normalisation by the Simpson rule of
+    :func:`sigma_r`, so both agree to round-off).
+
+    Parameters
+    ----------
+    k_h_mpc : ndarray or Tensor
+        Wavenumbers [h/Mpc], > 0.
+    omega_m, omega_b, h, n_s, sigma8 : float or 0-d Tensor
+        Matter and baryon density today, dimensionless Hubble constant, spectral index, and the rms
+        linear density contrast in 8 Mpc/h spheres.
+    wiggles : bool
+        Baryon acoustic oscillations (default) or the smooth "no-wiggle" form.
+
+    Returns
+    -------
+    ndarray or Tensor
+        P(k), shape of ``k_h_mpc``.
+
+    Examples
+    --------
+    >>> from emu_backend.cosmology import QUIJOTE_FIDUCIAL as c
+    >>> p = eisenstein_hu_power(np.array([0.1]), c.omega_m, c.omega_b, c.h, c.n_s, c.sigma8)
+    >>> bool(np.isclose(p[0], EisensteinHuPower(c)(np.array([0.1]))[0], rtol=1e-12))
+    True
+    """
+    tensors = any(isinstance(v, torch.Tensor) for v in (k_h_mpc, omega_m, omega_b, h, n_s, sigma8))
+    k_q, weights = _simpson_ln_k(*_SIGMA_K_RANGE_H_MPC)
+    window2 = tophat_window(k_q * 8.0) ** 2
+    if tensors:
+        device = next(v.device for v in (k_h_mpc, omega_m, omega_b, h, n_s, sigma8) if isinstance(v, torch.Tensor))
+        k_q, weights, window2 = (torch.from_numpy(v).to(device) for v in (k_q, weights, window2))
+        k_h_mpc = torch.as_tensor(k_h_mpc, dtype=torch.float64, device=device)
+    else:
+        k_h_mpc = _as_positive_k(k_h_mpc)
+
+    sigma8_unit2 = (k_q**3 * _eh_shape(k_q, omega_m, omega_b, h, n_s, wiggles) * window2 * weights).sum() \
+        / (2.0 * np.pi**2)
+    return sigma8**2 / sigma8_unit2 * _eh_shape(k_h_mpc, omega_m, omega_b, h, n_s, wiggles)

@@ -1,0 +1,104 @@
+"""The z-dependent emulator on a whole periodic box with gradients: tile by tile, recomputed in the backward.
+
+Each output tile reads its input periodically (``tile + 96`` cells per axis, the network's crop) by index
+gathers, whose backward scatters (adds) the gradient of every copied cell back onto the cell it was copied
+from: the periodic halo's gradient is folded onto the box. Each tile's network call runs under
+:func:`torch.utils.checkpoint.checkpoint` (non-reentrant), so the backward pass keeps one tile's
+activations at a time and the peak memory is set by the tile, not the box. Tiles are anchored on multiples
+of 8 as in :class:`~emu_backend.inference.tiling.TilePlan`, so the result does not depend on the tile
+size beyond float round-off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..inference.models import zdep_forward
+from ..inference.tiling import TilePlan
+from ..nn.normalisation import DIS_STD_MPC_H
+
+__all__ = ["periodic_gather", "emulate_box"]
+
+
+def periodic_gather(field: torch.Tensor, origin, size) -> torch.Tensor:
+    """The block ``[origin, origin + size)`` of a periodic (C, N0, N1, N2) tensor, read modulo N.
+
+    Differentiable: the backward adds each block cell's gradient onto the box cell it came from.
+
+    Parameters
+    ----------
+    field : Tensor, shape (C, N0, N1, N2)
+    origin, size : sequence of 3 int
+        First cell (any integer, taken modulo N) and block size (may exceed N) per axis.
+
+    Returns
+    -------
+    Tensor, shape (C, *size)
+
+    Examples
+    --------
+    >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)
+    >>> periodic_gather(x, (-1, 0, 0), (3, 1, 1)).flatten().tolist()
+    [4.0, 0.0, 4.0]
+    """
+    out = field
+    for axis, (o, s, n) in enumerate(zip(origin, size, field.shape[1:])):
+        idx = torch.arange(o, o + s, device=field.device) % n
+        out = out.index_select(axis + 1, idx)
+    return out
+
+
+def _tile_forward(net, velocity: bool, method: str):
+    def run(x, omega_m, dz):
+        out, dout = zdep_forward(net, x, omega_m, dz, velocity=velocity, method=method)
+        return (out,) if dout is None else (out, dout)
+
+    return run
+
+
+def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, dz: torch.Tensor, *,
+                tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool = True):
+    """map2map_zdep network output (and its D-derivative) on a whole periodic box, differentiably.
+
+    Parameters
+    ----------
+    net : StyledVNet
+        A map2map_zdep network (style size 2), in the dtype and on the device of the inputs.
+    linear_displacement : Tensor, shape (3, N, N, N)
+        z = 0 linear (ZA) displacement [Mpc/h] on the particle grid; gradients flow to it.
+    omega_m, dz : Tensor
+        0-d Omega_m and growth factor D(z, Omega_m); gradients flow to both (the style and the input
+        scaling).
+    tile_size : int
+        Output tile size, a positive multiple of 8.
+    velocity : bool
+        Also return d(output)/dD (the velocity before its normalisation).
+    method : {"dual", "jvp"}
+        Forward-mode formulation (see :func:`~emu_backend.inference.models.zdep_forward`); ``"dual"`` is
+        the one whose reverse-mode derivative is exact and cheap.
+    recompute : bool
+        Recompute each tile's activations in the backward (bounded memory, the default). False keeps
+        every tile's activations (faster backward, memory grows with the box).
+
+    Returns
+    -------
+    (Tensor, Tensor or None), each (3, N, N, N)
+        The network output and its D-derivative, both in network units (displacement / 6 Mpc/h).
+    """
+    shape = tuple(linear_displacement.shape[1:])
+    plan = TilePlan(shape, tile_size)
+    run = _tile_forward(net, velocity, method)
+    x = linear_displacement / DIS_STD_MPC_H
+    n_out = 2 if velocity else 1
+    outs = [x.new_zeros((3, *shape)) for _ in range(n_out)]
+    for tile in plan.tiles:
+        xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0)
+        if recompute and torch.is_grad_enabled():
+            res = checkpoint(run, xt, omega_m, dz, use_reentrant=False)
+        else:
+            res = run(xt, omega_m, dz)
+        (a0, a1, a2), (s0, s1, s2) = tile.anchor, tile.size
+        for dst, src in zip(outs, res):
+            dst[:, a0:a0 + s0, a1:a1 + s1, a2:a2 + s2] = src[0, :, :s0, :s1, :s2]
+    return outs[0], (outs[1] if velocity else None)
