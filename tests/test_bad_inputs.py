@@ -609,6 +609,7 @@ CASES = [
          r"'.*pk_negative\.txt': table P \[\(Mpc/h\)\^3\] must be finite and > 0; got P\[0\]=-1\.0"),
 ]
 CASES += reliability_cases(Case)  # untrusted weight files, resumed runs
+CASES += __import__("_writer_inputs").reliability_cases(Case)  # output paths, locks, a full disk
 
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 

@@ -5,7 +5,10 @@ Every subcommand is a module of this package with the same shape: ``NAME``, ``HE
 function (:mod:`emu_backend.pipelines`) from the flags and calls it. This module only builds the
 parser from :data:`SUBCOMMANDS`, sets up logging and turns errors into exit codes: errors of the
 package (:class:`~emu_backend.errors.EmuBackendError`) print ``error: <message>`` to stderr and exit
-with status 2; Ctrl-C exits with 130.
+with status 2, and so do the operating system's, the allocators' and the device's (``OSError``,
+``MemoryError``, torch's ``OutOfMemoryError``), first turned into the package's errors by
+:func:`~emu_backend.errors.from_system_error` (``-vv`` logs the traceback); Ctrl-C exits with 130,
+SIGTERM (a batch system's cancel) with 143, both after releasing the output locks.
 
 Examples
 --------
@@ -18,18 +21,24 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..errors import EmuBackendError
+from ..errors import EmuBackendError, from_system_error
 from . import make_training_set, predict, run, train, validate
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 logger = logging.getLogger(__name__)
+
+#: Exit status after SIGTERM, as a shell reports a process it ended (128 + 15).
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Subcommands: name -> module (``NAME``, ``HELP``, ``add_arguments``, ``handle``), in the order of ``--help``.
 SUBCOMMANDS = {module.NAME: module for module in (run, validate, make_training_set, predict, train)}
@@ -79,15 +88,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     _setup_logging(args.verbose)
+    with _sigterm_as_interrupt():
+        try:
+            try:
+                return args.handler(args)
+            except (OSError, MemoryError, RuntimeError, ValueError) as exc:  # ValueError: h5py's, with an errno
+                error = from_system_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
+        except EmuBackendError as exc:
+            logger.debug("error details", exc_info=True)
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's cancel or time limit), raised like Ctrl-C so that ``finally`` blocks run:
+    output locks are released and partial files closed, ready to resume."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a subcommand runs in the main thread, SIGTERM raises :class:`_Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return args.handler(args)
-    except EmuBackendError as exc:
-        logger.debug("error details", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

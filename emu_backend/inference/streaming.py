@@ -19,6 +19,10 @@ to an uninterrupted run. When every tile is done, every tile of the file is veri
 resume recomputes from that tile); then the file is marked ``complete``, fsynced and renamed onto its
 final name, so a file with the final name is always complete. Peak memory is set by ``tile_size`` and
 ``batch_size``, not by the box.
+
+Before anything else, each output is checked for writing and its lock file ``<name>.lock`` taken
+(:mod:`emu_backend.io.output_lock`, whatever HDF5's file locking says), so a second run on it raises
+:class:`~emu_backend.errors.OutputLockedError`; free disk space is checked before files are created.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import check_overwrite
 from ..io.fields import FORMAT, FORMAT_VERSION
+from ..io.output_lock import output_lock
+from ..io.output_path import check_free_space, check_writable, os_errors_as_package_errors
 from .domain import TRAINED_CELL_SIZE_MPC_H
 from .tile_evidence import TileEvidence, input_digest
 from .tiling import TilePlan
@@ -114,8 +120,9 @@ def _emulator_digest(emulator) -> str:
 
 
 def _fsync(f) -> None:
+    """Flush and fsync an open h5py file or Python file object."""
     f.flush()
-    os.fsync(f.id.get_vfd_handle())
+    os.fsync(f.fileno() if hasattr(f, "fileno") else f.id.get_vfd_handle())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -187,10 +194,15 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     InputError
         Existing outputs without ``overwrite``; a partial file from a different run (including an
         input whose content changed), or any partial file with ``resume=False``; bad arguments (as
-        in :meth:`Emulator.predict`).
+        in :meth:`Emulator.predict`); an output that cannot be written (a folder, under a file, no
+        permission).
+    OutputLockedError
+        Another run is writing one of the outputs (its lock file ``<name>.lock`` names it).
     FileFormatError
         An unreadable partial file, or a written tile that no longer matches its digest before the
         final rename (the partial file is kept; run again to recompute from that tile).
+    ResourceError
+        Less free disk space than the files to create, or the disk filled up while writing.
 
     Examples
     --------
@@ -207,7 +219,7 @@ def predict_to_file(emulator, input_path, output_path, omega_m: float, z, *, cos
     """
     finals = output_paths(output_path, z)
     zs = redshift_list(z)
-    with contextlib.ExitStack() as stack:
+    with os_errors_as_package_errors(finals[0]), contextlib.ExitStack() as stack:
         job = prepare_stream(stack, emulator, input_path, finals, omega_m, zs, cosmology=cosmology,
                              box_size=box_size, velocity=velocity, tile_size=tile_size, batch_size=batch_size,
                              overwrite=overwrite, resume=resume)
@@ -251,8 +263,12 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
     and from the same run (default: only when some partial file of this call is being resumed).
     ``view``: called on the opened input array; what it returns is checked and read instead (the
     distributed path passes the rows a rank reads, so that a rank scans only its slab for NaN).
+    The lock of every file of ``finals`` is taken first and held until ``stack`` closes.
     """
 
+    for final in finals:  # before the input, any partial file or any compute is looked at
+        check_writable(final)
+        stack.enter_context(output_lock(final))
     input_path = Path(input_path).resolve()
     src, in_attrs = _open_input(input_path, stack)
     if view is not None:
@@ -320,6 +336,10 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
             log.info("%s is already complete (interrupted between renames)", final)
         else:
             job.todo.append((zi, final, part_path, None))
+    new = [final for _, final, _, start in job.todo if start is None]
+    if new:  # a partial file is allocated in full when it is created
+        per_file = 3 * (rows[1] - rows[0]) * int(np.prod(shape[2:])) * 4 * (2 if velocity else 1)
+        check_free_space(new[0].resolve().parent, len(new) * per_file, f"{len(new)} file(s) such as {str(new[0])!r}")
     return job
 
 
@@ -380,20 +400,26 @@ def _create_partial(job: StreamJob, z: float, part: Path) -> None:
     out_shape = (3, hi - lo) + tuple(job.shape[2:])
     part.parent.mkdir(parents=True, exist_ok=True)
     tmp = part.with_name(part.name + _NEW_SUFFIX)
-    with h5py.File(tmp, "w") as f:
-        attrs = dict(job.header, a=np.float64(1.0 / (1.0 + z)), z=np.float64(z),
-                     run=json.dumps(dict(job.run, z=z), sort_keys=True), next_tile=np.int64(job.tiles[0]),
-                     complete=False)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        chunks = (1,) + tuple(min(job.tile_size, s) for s in out_shape[1:])
-        for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if job.velocity else 1]:
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_chunk(chunks)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # all chunks placed now: later writes are raw data only
-            f.create_dataset(name, shape=out_shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
-            f[name].attrs["units"] = units
-        job.evidence.create(f)
-        _fsync(f)
+    try:  # through a Python file: a failed write (full disk) raises OSError instead of crashing HDF5's close
+        with open(tmp, "w+b") as fh:
+            with h5py.File(fh, "w") as f:
+                attrs = dict(job.header, a=np.float64(1.0 / (1.0 + z)), z=np.float64(z),
+                             run=json.dumps(dict(job.run, z=z), sort_keys=True), next_tile=np.int64(job.tiles[0]),
+                             complete=False)
+                for key, value in attrs.items():
+                    f.attrs[key] = value
+                chunks = (1,) + tuple(min(job.tile_size, s) for s in out_shape[1:])
+                for name, units in (("displacement", "Mpc/h"), ("velocity", "km/s"))[:2 if job.velocity else 1]:
+                    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                    dcpl.set_chunk(chunks)
+                    # all chunks placed now: later writes are raw data only
+                    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                    f.create_dataset(name, shape=out_shape, dtype=np.float32, chunks=chunks, fillvalue=0.0, dcpl=dcpl)
+                    f[name].attrs["units"] = units
+                job.evidence.create(f)
+            _fsync(fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a file that failed to be made (a full disk) is not left behind
+        raise
     os.replace(tmp, part)
     _fsync_dir(part.parent)

@@ -9,7 +9,8 @@ Two containers with the same content, chosen by the file suffix:
 * NumPy ``.npz``: arrays of the same names, the scalars and JSON strings as 0-d arrays (loaded
   without pickle).
 
-Fields keep their floating dtype (float32 or float64). Files are written atomically.
+Fields keep their floating dtype (float32 or float64). Files are written atomically, under the
+output's lock (:mod:`emu_backend.io.output_lock`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ..datatypes.meta import meta_from_json, meta_to_json
 from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import FileFormatError, InputError
 from .atomic import atomic_path
+from .output_lock import output_lock
+from .output_path import check_writable, os_errors_as_package_errors
 
 __all__ = ["FieldData", "write_fields", "read_fields", "FORMAT", "FORMAT_VERSION"]
 
@@ -158,6 +161,15 @@ def write_fields(
     Path
         The file written.
 
+    Raises
+    ------
+    InputError
+        Bad fields or attributes, an existing file without ``overwrite``, a path that cannot be written.
+    OutputLockedError
+        Another process is writing ``path`` (its lock file ``<path>.lock``).
+    ResourceError
+        The disk filled up while writing.
+
     Examples
     --------
     >>> import numpy as np, tempfile, os
@@ -182,10 +194,11 @@ def write_fields(
         "format_version": np.int32(FORMAT_VERSION),
         "package_version": __version__,
     }
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with os_errors_as_package_errors(path), output_lock(check_writable(path)), \
+            atomic_path(path, overwrite=overwrite) as tmp:
         if kind == "hdf5":
-
-            with h5py.File(tmp, "w") as f:
+            # through a Python file: a failed write (full disk) raises OSError instead of crashing HDF5's close
+            with open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:
                 for key, value in attrs.items():
                     f.attrs[key] = value
                 f.create_dataset("displacement", data=data.displacement).attrs["units"] = "Mpc/h"

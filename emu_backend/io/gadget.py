@@ -134,7 +134,7 @@ def write_gadget_hdf5(
         mass_table = np.zeros(6, np.float64)
         mass_table[1] = snapshot.particle_mass / MASS_UNIT_MSUN_H
         with atomic_path(p, overwrite=overwrite) as tmp:
-            with h5py.File(tmp, "w") as f:
+            with open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:  # a full disk: OSError, not a crash in h5py
                 h = f.create_group("Header").attrs
                 h["BoxSize"] = np.float64(box_file)
                 h["Time"] = np.float64(snapshot.a)

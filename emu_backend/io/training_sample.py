@@ -167,7 +167,7 @@ def write_training_sample(path: str | Path, sample: TrainingSample, *, overwrite
     if not isinstance(sample, TrainingSample):
         raise InputError(f"sample must be a TrainingSample, got {type(sample).__name__}")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:  # a full disk: OSError, not a crash in h5py
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = np.int32(FORMAT_VERSION)
             f.attrs["box_size"] = np.float64(sample.box_size)

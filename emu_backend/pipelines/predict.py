@@ -5,7 +5,8 @@ files, with bounded memory, resumably, and across ranks under ``torchrun`` or ``
 :func:`~emu_backend.inference.streaming.predict_to_file` in one process, or
 :func:`~emu_backend.inference.distributed.predict_distributed` when the launcher says
 ``WORLD_SIZE > 1``. An interrupted run leaves ``.partial`` files that the same call continues;
-existing outputs are refused unless ``overwrite``.
+existing outputs are refused unless ``overwrite``; an output another run is writing is refused
+(its lock file ``<output>.lock``), with or without ``overwrite``.
 
 Examples
 --------
@@ -27,6 +28,8 @@ from ..inference.default import load_emulator
 from ..inference.distributed import predict_distributed, rank_and_world
 from ..inference.streaming import PARTIAL_SUFFIX, output_paths, predict_to_file
 from ..inference.tiling import check_tile_size
+from ..io.output_lock import check_unlocked
+from ..io.output_path import check_writable
 
 __all__ = ["PredictConfig", "PredictResult", "predict", "rank_device"]
 
@@ -162,10 +165,17 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
     ------
     InputError
         Existing outputs without ``overwrite``, a partial file of another run, bad input files or values.
+    OutputLockedError
+        Another run is writing an output (its lock file ``<output>.lock`` names it).
     DomainError
         ``omega_m``, ``z`` or the cell size outside the training domain without ``allow_extrapolation``.
     """
     rank, world = rank_and_world()
+    finals = output_paths(config.output, config.z)
+    for final in finals:  # fail before the weights load (predict_to_file checks again and takes the locks)
+        check_writable(final)
+        if world == 1:
+            check_unlocked(final)
     emu = load_emulator(config.weights, device=rank_device(config.device),
                         allow_extrapolation=config.allow_extrapolation, precision=config.precision,
                         compile_mode=config.compile_mode)
@@ -176,7 +186,6 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
         files = predict_distributed(emu, config.input, config.output, config.omega_m, config.z, **options)
     else:
         if not config.overwrite:
-            finals = output_paths(config.output, config.z)
             resumed = [p for p in finals if p.with_name(p.name + PARTIAL_SUFFIX).exists()]
         if resumed:
             logger.warning("resuming %d interrupted output(s): %s", len(resumed), ", ".join(map(str, resumed)))

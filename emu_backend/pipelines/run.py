@@ -3,7 +3,8 @@
 A sequence of library calls (:class:`~emu_backend.ics.InitialConditions`,
 :func:`~emu_backend.simulator.simulate`, the writers of :mod:`emu_backend.io`,
 :func:`~emu_backend.pipelines.plot.plot_power`). Every output path is checked before anything is
-computed, so an existing result is never replaced without ``overwrite``.
+computed, so an existing result is never replaced without ``overwrite``. The output folder is locked
+for the whole run (:func:`~emu_backend.io.output_lock.output_lock`): a second run into it is refused.
 
 Examples
 --------
@@ -27,10 +28,13 @@ from tqdm.auto import tqdm
 
 from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
 from ..datatypes.meta import meta_to_json
+from ..errors import InputError
 from ..ics import InitialConditions
 from ..io.atomic import atomic_path, check_overwrite
 from ..io.fields import write_fields
 from ..io.gadget import write_gadget_hdf5
+from ..io.output_lock import output_lock
+from ..io.output_path import check_free_space, check_writable, os_errors_as_package_errors
 from ..simulator import get_backend, simulate
 from .plot import plot_power
 from .provenance import versions
@@ -110,6 +114,12 @@ def _write_snapshot(config: RunConfig, snap, index: int) -> list[Path]:
                          overwrite=config.overwrite)]
 
 
+def _data_bytes(config: RunConfig) -> int:
+    """Bytes of the snapshots' particle data (float32 positions and velocities, 64-bit IDs for Gadget)."""
+    per_particle = 3 * 4 * 2 + (8 if config.format == "gadget" else 0)
+    return len(config.redshifts) * config.grid ** 3 * per_particle
+
+
 def _files_of(written: list[Path], config: RunConfig, index: int) -> list[Path]:
     stem = _snapshot_stem(config, index)
     return [p for p in written if p.name.startswith(stem + ".")]
@@ -135,13 +145,28 @@ def run(config: RunConfig, *, progress: bool = False) -> RunResult:
     Raises
     ------
     InputError
-        An output file exists and ``config.overwrite`` is false (nothing is computed), or a bad value.
+        An output file exists and ``config.overwrite`` is false (nothing is computed), a bad value, or an
+        output folder that cannot be written (a file, under a file, no permission).
+    OutputLockedError
+        Another run is writing into ``config.out`` (its lock file ``.emu_backend.lock`` names it).
+    ResourceError
+        Less free disk space than the snapshots need.
     DomainError
         The emulator's training domain is left without ``allow_extrapolation``.
     """
     t0 = time.perf_counter()
-    for path in planned_files(config):  # refuse before computing anything
+    with os_errors_as_package_errors(config.out), output_lock(check_writable(config.out, folder=True), folder=True):
+        return _run(config, progress, t0)
+
+
+def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
+    """:func:`run` with the output folder locked."""
+    files = planned_files(config)
+    for path in files:  # refuse before computing anything
+        if path.is_dir():
+            raise InputError(f"output {str(path)!r} is a folder; remove it or choose another --out")
         check_overwrite(path, config.overwrite)
+    check_free_space(config.out, _data_bytes(config), f"the snapshots of {str(config.out)!r}")
     cosmo = config.cosmology
     power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
              else EisensteinHuPower(cosmo))

@@ -14,7 +14,9 @@ A ``manifest.json`` (written atomically before the first run) records the settin
 table and the package versions. Running again with the same settings resumes: complete sample files
 are kept (the atomic writer guarantees that a file with its final name is complete, so a crash loses
 at most the simulation in progress) and only missing ones are computed. Different settings on an
-existing folder are refused unless ``overwrite=True``, which recomputes everything.
+existing folder are refused unless ``overwrite=True``, which recomputes everything. The folder is locked
+while a set is made (``.emu_backend.lock``, :mod:`emu_backend.io.output_lock`): a second run into it is
+refused, with or without ``overwrite``.
 
 The shipped default JaxPM settings (:data:`DEFAULT_JAXPM_OPTIONS`: mesh factor 3, rtol = atol = 1e-4,
 2LPT start at a = 0.1) come from the convergence study in ``docs/training_data.md``: the ODE tolerance
@@ -51,6 +53,8 @@ from ..ics import InitialConditions
 from ..inference.domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
+from ..io.output_lock import output_lock
+from ..io.output_path import check_writable, os_errors_as_package_errors
 from ..io.training_sample import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
 from ..io.training_sample import write_training_sample
 from ..simulator import get_backend, simulate
@@ -229,6 +233,8 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
     ------
     InputError
         Bad arguments, or an existing folder made with other settings (without ``overwrite``).
+    OutputLockedError
+        Another run is writing into ``out_dir`` (its lock file ``.emu_backend.lock`` names it).
     DomainError
         Omega_m or z outside the emulator's training domain.
 
@@ -270,36 +276,37 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
                 "samples": [{"file": sample_path(out, i).name, "seed": seed + i, "cosmology": c.to_dict()}
                             for i, c in enumerate(design.cosmologies)]}
     manifest = json.loads(meta_to_json(manifest))  # plain JSON types, as read back
-    _prepare_folder(out, manifest, overwrite)
-
-    files = tuple(sample_path(out, i) for i in range(len(design)))
-    computed, skipped = [], []
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = tqdm(total=len(design), desc="training set", unit="sim", disable=not show)
-    try:
-        for i, (cosmo, path) in enumerate(zip(design.cosmologies, files)):
-            if path.exists() and not overwrite:
-                _check_existing_sample(path, i, settings, cosmo, seed + i)
-                skipped.append(i)
+    # locked before the folder is looked at; a full disk while writing is the package's error
+    with os_errors_as_package_errors(out), output_lock(check_writable(out, folder=True), folder=True):
+        _prepare_folder(out, manifest, overwrite)
+        files = tuple(sample_path(out, i) for i in range(len(design)))
+        computed, skipped = [], []
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        bar = tqdm(total=len(design), desc="training set", unit="sim", disable=not show)
+        try:
+            for i, (cosmo, path) in enumerate(zip(design.cosmologies, files)):
+                if path.exists() and not overwrite:
+                    _check_existing_sample(path, i, settings, cosmo, seed + i)
+                    skipped.append(i)
+                    bar.update(1)
+                    continue
+                t_sim = time.perf_counter()
+                ics = InitialConditions.from_noise(n, box, cosmo, seed + i, power=_power(power, cosmo))
+                snaps = simulate(ics, cosmo, z=zs, backend=impl)
+                seconds = time.perf_counter() - t_sim
+                prov = {"training_set": str(out.resolve()), "index": i, "power": power, "backend": impl.name,
+                        "backend_settings": impl.describe(), "seconds": round(seconds, 3),
+                        "versions": manifest["versions"], "settings": manifest["settings"]}
+                sample = sample_from_snapshots(ics, snaps, cosmology=cosmo, seed=seed + i, provenance=prov)
+                write_training_sample(path, sample, overwrite=overwrite)
+                computed.append(i)
+                logger.info("simulation %d/%d (Omega_m = %.4f, sigma8 = %.4f, seed %d): %.1f s", i + 1, len(design),
+                            cosmo.omega_m, cosmo.sigma8, seed + i, seconds)
                 bar.update(1)
-                continue
-            t_sim = time.perf_counter()
-            ics = InitialConditions.from_noise(n, box, cosmo, seed + i, power=_power(power, cosmo))
-            snaps = simulate(ics, cosmo, z=zs, backend=impl)
-            seconds = time.perf_counter() - t_sim
-            prov = {"training_set": str(out.resolve()), "index": i, "power": power, "backend": impl.name,
-                    "backend_settings": impl.describe(), "seconds": round(seconds, 3),
-                    "versions": manifest["versions"], "settings": manifest["settings"]}
-            sample = sample_from_snapshots(ics, snaps, cosmology=cosmo, seed=seed + i, provenance=prov)
-            write_training_sample(path, sample, overwrite=overwrite)
-            computed.append(i)
-            logger.info("simulation %d/%d (Omega_m = %.4f, sigma8 = %.4f, seed %d): %.1f s", i + 1, len(design),
-                        cosmo.omega_m, cosmo.sigma8, seed + i, seconds)
-            bar.update(1)
-    finally:
-        bar.close()
-    logger.info("training set %s: %d computed, %d already there", out, len(computed), len(skipped))
-    return MakeSetResult(out, files, tuple(computed), tuple(skipped), time.perf_counter() - t0)
+        finally:
+            bar.close()
+        logger.info("training set %s: %d computed, %d already there", out, len(computed), len(skipped))
+        return MakeSetResult(out, files, tuple(computed), tuple(skipped), time.perf_counter() - t0)
 
 
 def _prepare_folder(out: Path, manifest: dict, overwrite: bool) -> None:

@@ -25,8 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..checkpoints.native import load_model_file, save_model_file
-from ..errors import InputError
+from ..errors import EmuBackendError, InputError, OutputLockedError
 from ..inference.models import zdep_forward
+from ..io.output_lock import output_lock
+from ..io.output_path import check_writable, os_errors_as_package_errors
 from ..nn import StyledVNet
 from .checkpoint import CHECKPOINT_DIR, LOG_NAME, MODEL_NAME, LossLog, load_latest_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, SUPPORTED_DOMAIN, TrainConfig, lr_factor
@@ -193,7 +195,8 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
     TrainResult
 
     Launched under torchrun or SLURM (see :mod:`.distributed`), every rank calls this function; only
-    rank 0 writes files.
+    rank 0 writes files. The run folder is locked (``out_dir/.emu_backend.lock``) before anything in it
+    is read: a second training into it raises :class:`~emu_backend.errors.OutputLockedError`.
 
     Examples
     --------
@@ -203,9 +206,30 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
         raise InputError(f"config must be a TrainConfig, got {type(config).__name__}")
     info = setup_distributed(config.device)
     try:
-        return _train(config, list(train_files), list(val_files), Path(out_dir), resume, overwrite, progress, info)
+        with os_errors_as_package_errors(out_dir), _run_dir_lock(Path(out_dir), info):
+            return _train(config, list(train_files), list(val_files), Path(out_dir), resume, overwrite, progress,
+                          info)
     finally:
         teardown_distributed(info)
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path, info: DistInfo):
+    """Rank 0 holds the run folder's lock (:func:`~emu_backend.io.output_lock.output_lock`) for the whole
+    training, taken before any checkpoint is read; when it cannot, every rank raises."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if info.is_main:
+            try:
+                stack.enter_context(output_lock(check_writable(run_dir, folder=True), folder=True))
+            except EmuBackendError as exc:
+                error = exc
+        failed = all_reduce_sum(torch.tensor([float(error is not None)], device=info.device), info)
+        if error is not None:
+            raise error
+        if failed.item() > 0:
+            raise OutputLockedError(f"rank 0 could not lock the run folder {str(run_dir)!r} (see its error)")
+        yield
 
 
 def _train(config, train_files, val_files, run_dir, resume, overwrite, progress, info: DistInfo) -> TrainResult:
