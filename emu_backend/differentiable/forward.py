@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..checks import check_choice, check_int, check_positive, check_reals
+from ..checks import check_bool, check_choice, check_int, check_positive, check_reals
 from ..cosmology.growth import growth_factor, hubble
 from ..cosmology.linear_power import eisenstein_hu_power
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
@@ -80,8 +80,11 @@ class ForwardModel:
         Line-of-sight axis of ``"rsd_density"``.
     allow_extrapolation : bool
         Run outside the emulator's training domain (Omega_m, z, cell size) instead of raising.
-    recompute : bool
-        Recompute each tile's activations in the backward pass (bounded memory; default).
+    recompute : bool or "checkpoint"
+        Recompute each tile's activations in the backward pass (bounded memory; default), its first
+        forward at the cost of inference; False keeps them (faster, memory grows with the box);
+        ``"checkpoint"`` recomputes through :func:`torch.utils.checkpoint.checkpoint` (see
+        :func:`~emu_backend.differentiable.tiles.emulate_box`).
 
     Examples
     --------
@@ -100,7 +103,7 @@ class ForwardModel:
     def __init__(self, grid: int, box_size: float, z, *, emulator: Emulator | None = None, output: str = "density",
                  cosmology: Cosmology | None = None, tile_size: int | None = None, power: str = "eisenstein_hu",
                  n_mesh: int | None = None, window: str = "cic", los: int = 2, allow_extrapolation: bool = False,
-                 recompute: bool = True):
+                 recompute: bool | str = True):
         self.grid = check_int(grid, "grid", 8)
         self.box_size = check_positive(box_size, "box_size", unit="Mpc/h")
         self.single = not isinstance(z, Sequence) and getattr(z, "ndim", 0) == 0
@@ -115,7 +118,9 @@ class ForwardModel:
         self.window = check_window(window)
         self.los = check_choice(los, "los", (0, 1, 2))
         self.allow_extrapolation = bool(allow_extrapolation)
-        self.recompute = bool(recompute)
+        self.recompute = recompute if isinstance(recompute, str) else check_bool(recompute, "recompute")
+        if isinstance(recompute, str):
+            check_choice(recompute, "recompute", ("checkpoint",))
         self.emulator = default_emulator(allow_extrapolation=allow_extrapolation) if emulator is None else emulator
         if not isinstance(self.emulator, Emulator) or not isinstance(self.emulator.model, ZdepConvention):
             raise InputError("emulator must be an Emulator of the map2map_zdep convention (ZdepConvention), got "

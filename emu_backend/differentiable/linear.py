@@ -33,7 +33,7 @@ def linear_fields(noise: torch.Tensor, power: Callable[[torch.Tensor], torch.Ten
         Unit-variance white noise (float32 or float64); gradients flow to it.
     power : callable
         ``power(k)`` -> P(k) at z = 0 [(Mpc/h)^3] for a 1-d tensor of wavenumbers k [h/Mpc], in torch ops
-        (e.g. :meth:`emu_backend.cosmology.EisensteinHuPower.torch_power`), so that gradients flow to its
+        (e.g. :func:`emu_backend.cosmology.linear_power.eisenstein_hu_power` with tensor parameters), so that gradients flow to its
         parameters.
     box_size : float
         Box side [Mpc/h].

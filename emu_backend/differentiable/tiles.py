@@ -2,9 +2,10 @@
 
 Each output tile reads its input periodically (``tile + 96`` cells per axis, the network's crop) by index
 gathers, whose backward scatters (adds) the gradient of every copied cell back onto the cell it was copied
-from: the periodic halo's gradient is folded onto the box. Each tile's network call runs under
-:func:`torch.utils.checkpoint.checkpoint` (non-reentrant), so the backward pass keeps one tile's
-activations at a time and the peak memory is set by the tile, not the box. Tiles are anchored on multiples
+from: the periodic halo's gradient is folded onto the box. Each tile's network call is recomputed in
+the backward pass (as :func:`torch.utils.checkpoint.checkpoint` does), so the backward keeps one tile's
+activations at a time and the peak memory is set by the tile, not the box; its first forward runs with
+autograd off (:class:`_RecomputedTile`), at the cost of inference. Tiles are anchored on multiples
 of 8 as in :class:`~emu_backend.inference.tiling.TilePlan`, so the result does not depend on the tile
 size beyond float round-off.
 """
@@ -49,6 +50,32 @@ def periodic_gather(field: torch.Tensor, origin, size) -> torch.Tensor:
     return out
 
 
+class _RecomputedTile(torch.autograd.Function):
+    """One tile's network call, forward without autograd, recomputed with autograd in the backward.
+
+    What :func:`torch.utils.checkpoint.checkpoint` does, except that the first forward runs with autograd
+    off, so the network takes its inference path (activations and residual sums in place on its own
+    temporaries, :mod:`emu_backend.nn.blocks`): the forward pass of a gradient costs what inference costs.
+    Only the tile's inputs are saved. First-order gradients only (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, run, x, omega_m, dz):
+        ctx.run = run
+        ctx.save_for_backward(x, omega_m, dz)
+        return run(x, omega_m, dz)
+
+    @staticmethod
+    def backward(ctx, *cotangents):
+        saved = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, ctx.needs_input_grad[1:])]
+        with torch.enable_grad():
+            outs = ctx.run(*inputs)
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(outs, wanted, cotangents) if wanted else ())
+        return (None, *[next(grads) if t.requires_grad else None for t in inputs])
+
+
 def _tile_forward(net, velocity: bool, method: str):
     def run(x, omega_m, dz):
         out, dout = zdep_forward(net, x, omega_m, dz, velocity=velocity, method=method)
@@ -77,9 +104,12 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
     method : {"dual", "jvp"}
         Forward-mode formulation (see :func:`~emu_backend.inference.models.zdep_forward`); ``"dual"`` is
         the one whose reverse-mode derivative is exact and cheap.
-    recompute : bool
-        Recompute each tile's activations in the backward (bounded memory, the default). False keeps
-        every tile's activations (faster backward, memory grows with the box).
+    recompute : bool or "checkpoint"
+        True (default): each tile's forward runs with autograd off (the inference path) and is
+        recomputed with autograd in the backward: memory bounded by one tile. False keeps every tile's
+        activations (one forward less; memory grows with the box). ``"checkpoint"``: the same recomputation
+        by :func:`torch.utils.checkpoint.checkpoint`, whose first forward records autograd and so misses
+        the inference path (kept for comparison, ``benchmarks/bench_differentiable.py``).
 
     Returns
     -------
@@ -94,8 +124,10 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
     outs = [x.new_zeros((3, *shape)) for _ in range(n_out)]
     for tile in plan.tiles:
         xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0)
-        if recompute and torch.is_grad_enabled():
+        if recompute == "checkpoint" and torch.is_grad_enabled():
             res = checkpoint(run, xt, omega_m, dz, use_reentrant=False)
+        elif recompute and torch.is_grad_enabled():
+            res = _RecomputedTile.apply(run, xt, omega_m, dz)
         else:
             res = run(xt, omega_m, dz)
         (a0, a1, a2), (s0, s1, s2) = tile.anchor, tile.size
