@@ -610,6 +610,7 @@ CASES = [
 ]
 CASES += reliability_cases(Case)  # untrusted weight files, resumed runs
 CASES += __import__("_writer_inputs").reliability_cases(Case)  # output paths, locks, a full disk
+CASES += __import__("_quijote_inputs").reliability_cases(Case)  # Quijote IDs that cannot be placed, download layouts
 
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 

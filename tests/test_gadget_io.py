@@ -183,27 +183,38 @@ def test_missing_member_and_missing_file(tmp_path, snap):
 
 
 def test_foreign_file_without_provenance(tmp_path, snap):
-    """A minimal Gadget/Quijote-like file: kpc/h, 1-based ids, no Units/Provenance groups."""
-    path = tmp_path / "quijote_like.hdf5"
+    """A minimal Gadget/Quijote-like file: kpc/h, 1-based ids, no Units/Provenance groups. Its IDs are labels:
+    at a = 0.5 nothing proves which grid point each started from, so it is refused (never reordered by ID);
+    as early ICs (small displacements) its own positions place the particles, whatever the ID order."""
     order = np.random.default_rng(2).permutation(N**3)
-    with h5py.File(path, "w") as f:
-        h = f.create_group("Header").attrs
-        h["BoxSize"] = BOX * 1000.0
-        h["Time"] = A
-        h["NumPart_ThisFile"] = np.array([0, N**3, 0, 0, 0, 0], np.int32)
-        h["NumPart_Total"] = np.array([0, N**3, 0, 0, 0, 0], np.uint32)
-        h["NumFilesPerSnapshot"] = 1
-        h["MassTable"] = np.zeros(6)
-        h["Omega0"] = 0.3175
-        h["HubbleParam"] = 0.6711
-        g = f.create_group("PartType1")
-        g["Coordinates"] = (snap.positions[order].astype(np.float64) * 1000).astype(np.float32)
-        g["Velocities"] = (snap.velocities[order] / np.sqrt(A)).astype(np.float32)
-        g["ParticleIDs"] = (snap.ids[order] + 1).astype(np.uint32)
-    back = read_gadget_hdf5(path)
-    np.testing.assert_array_equal(back.ids, snap.ids)
+    labels = np.random.default_rng(3).permutation(N**3) + 1  # IDs that are not the grid index
+
+    def write(path, a, positions, velocities):
+        with h5py.File(path, "w") as f:
+            h = f.create_group("Header").attrs
+            h["BoxSize"] = BOX * 1000.0
+            h["Time"] = a
+            h["NumPart_ThisFile"] = np.array([0, N**3, 0, 0, 0, 0], np.int32)
+            h["NumPart_Total"] = np.array([0, N**3, 0, 0, 0, 0], np.uint32)
+            h["NumFilesPerSnapshot"] = 1
+            h["MassTable"] = np.zeros(6)
+            h["Omega0"] = 0.3175
+            h["HubbleParam"] = 0.6711
+            g = f.create_group("PartType1")
+            g["Coordinates"] = (positions[order].astype(np.float64) * 1000).astype(np.float32)
+            g["Velocities"] = (velocities[order] / np.sqrt(a)).astype(np.float32)
+            g["ParticleIDs"] = labels[order].astype(np.uint32)
+
+    write(tmp_path / "late.hdf5", A, snap.positions, snap.velocities)
+    with pytest.raises(FileFormatError, match=r"late\.hdf5.*cannot be placed on the 8\^3 Lagrangian grid.*no ID map"):
+        read_gadget_hdf5(tmp_path / "late.hdf5")
+    early = Snapshot.from_displacement(0.01 * snap.displacement_field(), snap.velocity_field(), 0.01, BOX,
+                                       QUIJOTE_FIDUCIAL)
+    write(tmp_path / "early.hdf5", 0.01, early.positions, early.velocities)
+    back = read_gadget_hdf5(tmp_path / "early.hdf5")
+    np.testing.assert_array_equal(back.ids, np.arange(N**3))
     # kpc/h default unit assumed: one float32 ulp at L from the *1000 and /1000 roundings
-    np.testing.assert_allclose(back.positions, snap.positions, rtol=0, atol=np.spacing(np.float32(BOX)))
+    np.testing.assert_allclose(back.positions, early.positions, rtol=0, atol=np.spacing(np.float32(BOX)))
     assert back.cosmology.omega_m == 0.3175 and back.meta == {}
 
 

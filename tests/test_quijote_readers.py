@@ -163,7 +163,7 @@ def test_latin_hypercube_seed_and_linear_power(fx, sim, tmp_path):
     from emu_backend.cosmology.linear_power import EisensteinHuPower
 
     np.testing.assert_allclose(power(k), EisensteinHuPower(ref)(k), rtol=2e-3)  # log-log interpolation, 300 points
-    with pytest.raises(InputError, match="outside the 2 rows"):
+    with pytest.raises(InputError, match=r"index into the 2 rows of .* must be an integer in \[0, 1\], got 2"):
         latin_hypercube_cosmology(fx.root / "latin_hypercube_params.txt", 2)
     bad = tmp_path / "latin_hypercube_params.txt"
     bad.write_text("0.3 0.05 0.7 0.96\n")
@@ -242,21 +242,26 @@ def test_missing_and_corrupt_snapshot_and_fof_files(copy):
         QuijoteSimulation.open(root, i)
 
 
-def test_ids_that_are_not_a_grid_are_refused(fx, sim):
-    raw = read_particles(sim.ics_prefix)
+def test_ids_are_labels_placed_by_the_ics_map(fx, sim):
+    """IDs are labels: the ICs' positions place them; a snapshot whose IDs are not the ICs' is refused, and a
+    late snapshot is not early initial conditions. (Fixture IDs here are 1 + grid index, the proved fast path;
+    tests/test_quijote_ids.py covers 2LPTic's glass-tile IDs.)"""
     from dataclasses import replace
 
-    with pytest.raises(FileFormatError, match="IDs span"):
-        particles_to_snapshot(replace(raw, ids=raw.ids + 5), fx.cosmology)
+    raw = read_particles(sim.ics_prefix)
+    ics, lmap = sim.read_ics_with_map()
+    assert lmap.in_grid_order and lmap.id_start == 1
+    relabelled = particles_to_snapshot(replace(raw, ids=raw.ids + 5), fx.cosmology)  # other labels, same grid
+    np.testing.assert_array_equal(relabelled.positions, ics.positions)
     ids = raw.ids.copy()
     ids[0] = ids[1]
-    with pytest.raises(FileFormatError, match="not a permutation"):
+    with pytest.raises(FileFormatError, match="IDs repeat"):
         particles_to_snapshot(replace(raw, ids=ids), fx.cosmology)
-    # a consistent but wrong ID convention (reversed grid) is caught by the half-cell check
-    reversed_ids = (N**3 + 1 - raw.ids.astype(np.int64)).astype(np.uint64)
-    wrong = particles_to_snapshot(replace(raw, ids=reversed_ids), fx.cosmology)
-    with pytest.raises(InputError, match="half a grid cell"):
-        linear_displacement_from_ics(wrong)
+    snap = read_particles(sim.snapshot_prefix(4))
+    with pytest.raises(FileFormatError, match=r"snap_004\.0\.hdf5.*are not IDs of the initial conditions"):
+        particles_to_snapshot(replace(snap, ids=snap.ids + 5), fx.cosmology, lagrangian_map=lmap)
+    with pytest.raises(InputError, match="not early initial conditions in Lagrangian order"):
+        linear_displacement_from_ics(sim.read_snapshot(4, lagrangian_map=lmap))
 
 
 def test_blosc_without_hdf5plugin_names_the_extra(sim):

@@ -3,8 +3,9 @@
 The default emulator weights are an untrained stand-in, so these tests check the machinery (exit codes,
 files, that the 2LPT baseline against an N-body truth gives sensible statistics), not emulator accuracy;
 the emulator runs a narrow random network (width 4) saved as a weights file, for speed. The Quijote
-folder is the 32^3 JaxPM fixture shared with test_quijote_readers.py. About 50 s on 2 cores, plus
-25 s for the slow JaxPM reference test.
+folder is the 32^3 JaxPM fixture shared with test_quijote_readers.py; the Quijote *download* (2LPTic
+glass-tile IDs, halos in the Halos/FoF_id tree) is tests/_quijote_fixtures.py's 16^3 one and needs no
+JaxPM. About 60 s on 2 cores, plus 25 s for the slow JaxPM reference test.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 
 pytest.importorskip("hdf5plugin", reason="hdf5plugin not installed: pip install 'emu_backend[quijote]'")
-pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
 pytest.importorskip("matplotlib", reason="matplotlib not installed")
 
+from _quijote_fixtures import build_download, lpt  # noqa: E402  (tests/_quijote_fixtures.py)
 from _tiny_model import seeded_model_file  # noqa: E402  (tests/_tiny_model.py)
 from quijote_fixture import shared_quijote_dir  # noqa: E402
 
@@ -30,6 +32,7 @@ PLOTS = {"power_ratio.png", "cross_correlation.png", "transfer.png", "bispectrum
 
 @pytest.fixture(scope="module")
 def fx():
+    pytest.importorskip("jaxpm", reason="JaxPM not installed: pip install 'emu_backend[jaxpm]'")
     return shared_quijote_dir(n=N)
 
 
@@ -106,6 +109,65 @@ def test_quijote_thresholds_pass_and_fail_with_2lpt(fx, tmp_path, capsys):
     code, _, err = _validate(capsys, *base, "--out", tmp_path / "strict")
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert (tmp_path / "strict" / "report.json").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def download(tmp_path_factory):
+    return build_download(tmp_path_factory.mktemp("download") / "DOWNLOAD", n=16)
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def test_quijote_download_layout_gives_a_report_with_halos(download, weights, tmp_path, capsys):
+    """``validate --against quijote DOWNLOAD/Snapshots/latin_hypercube --sim 0``: 2LPTic IDs placed by the ICs'
+    map, halos from DOWNLOAD/Halos/FoF_id, nothing copied into the download."""
+    before = _tree(download.root)
+    out = tmp_path / "report"
+    code, stdout, err = _validate(capsys, "--against", "quijote", download.root / "Snapshots" / "latin_hypercube",
+                                  "--sim", 0, "--weights", weights, "--out", out)
+    assert code in (0, 1), err
+    assert _tree(download.root) == before  # no groups_XXX copied or linked, nothing written
+    report = json.loads((out / "report.json").read_text())
+    reference = report["meta"]["reference"]
+    assert reference["halos_from"] == str(download.halos("FoF_id") / "groups_004")
+    assert "permutation of the 16^3 grid" in reference["lagrangian_map"]
+    truth = report["truth"]
+    assert truth["n_halos"] == len(download.halo_members) and sum(truth["mass_function"]["counts"]) == 6
+    assert "mass_function_ratio.png" in {p.name for p in out.iterdir()}
+    # the truth is 2LPT at z = 0 with collapsed patches: the 2LPT baseline differs from it by the collapse only,
+    # which holds only if the snapshot was put in the right Lagrangian order (a scrambled one: ~10 Mpc/h)
+    pos_2lpt, _ = lpt(download.psi1, download.psi2, download.box, download.cosmology.omega_m, 0.0)
+    d = download.snap_pos - pos_2lpt
+    d -= download.box * np.round(d / download.box)
+    expected = float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+    assert report["summary"]["2lpt"]["rms_displacement_error_mpc_h"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    # --halos: the single-file FoF tree instead; it contradicts --no-halos
+    code, _, err = _validate(capsys, "--against", "quijote", download.root, "--sim", 0, "--candidates", "2lpt",
+                             "--halos", download.halos("FoF"), "--out", tmp_path / "fof")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "fof" / "report.json").read_text())
+    assert report["meta"]["reference"]["halos_from"] == str(download.halos("FoF") / "groups_004")
+    assert report["truth"]["n_halos"] == len(download.halo_members)
+    code, _, err = _validate(capsys, "--against", "quijote", download.root, "--sim", 0, "--no-halos", "--halos",
+                             download.halos("FoF"), "--out", tmp_path / "never")
+    assert code == 2 and "contradict" in err
+
+
+def test_quijote_snapshot_of_another_simulation_is_an_error(download, tmp_path, capsys):
+    """A snapshot whose IDs are not those of the ICs stops the run (exit 2) instead of being reordered."""
+    broken = tmp_path / "DOWNLOAD"
+    shutil.copytree(download.root, broken)
+    snap = broken / "Snapshots" / "latin_hypercube" / "0" / "snapdir_004" / "snap_004.1.hdf5"
+    with h5py.File(snap, "r+") as f:
+        ids = f["PartType1/ParticleIDs"][...]
+        del f["PartType1/ParticleIDs"]
+        f["PartType1/ParticleIDs"] = ids + 16**3  # IDs the initial conditions never had
+    code, _, err = _validate(capsys, "--against", "quijote", broken, "--sim", 0, "--candidates", "2lpt",
+                             "--out", tmp_path / "never")
+    assert code == 2 and "snap_004.0.hdf5" in err and "not IDs of the initial conditions" in err
+    assert not (tmp_path / "never" / "report.json").exists()
 
 
 @pytest.mark.slow

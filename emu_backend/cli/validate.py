@@ -2,7 +2,7 @@
 
 Two sources of truth::
 
-    emu-backend validate --against quijote ROOT [--sim N] [--snapnum S]
+    emu-backend validate --against quijote ROOT [--sim N] [--snapnum S] [--halos DIR]
     emu-backend validate --against jaxpm|pmwd [--seed 42] [-n 32] [--z 0] [--mesh-factor 2]
 
 Builds a :class:`~emu_backend.pipelines.validate.ValidateConfig` from the flags and calls
@@ -54,10 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``emu-backend validate``."""
     p.add_argument("--against", required=True, choices=AGAINST, help="source of the reference snapshot")
     p.add_argument("root", nargs="?", metavar="ROOT",
-                   help="Quijote folder: the latin hypercube (with --sim) or one simulation folder")
+                   help="Quijote folder: the download root or Snapshots/<set> (with --sim), or one simulation folder")
     q = p.add_argument_group("Quijote")
     q.add_argument("--sim", type=int, metavar="N", help="simulation index under ROOT (latin-hypercube row N)")
     q.add_argument("--snapnum", type=int, metavar="S", help="snapshot number (default: the last snapdir_XXX)")
+    q.add_argument("--halos", dest="halos_dir", metavar="DIR",
+                   help="folder holding the FoF catalogue's groups_XXX/ (default: searched in the simulation "
+                        "folder and the download's Halos/FoF_id, Halos/FoF trees)")
     q.add_argument("--no-2lpt-correction", dest="correct_2lpt", action="store_false",
                    help="take the ICs' displacement / D(127) without removing its 2LPT part")
     pm = p.add_argument_group("PM reference (jaxpm, pmwd)")
@@ -90,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 #: Flags that are ValidateConfig keys of the same name (``dest``).
 _KEYS = ("against", "root", "sim", "snapnum", "correct_2lpt", "seed", "grid", "box_size", "cosmology", "omega_m",
          "z", "mesh_factor", "a_start", "candidates", "weights", "tile_size", "batch_size", "device",
-         "allow_extrapolation", "n_mesh", "k_max", "max_pk_error", "min_r", "halos", "out", "overwrite")
+         "allow_extrapolation", "n_mesh", "k_max", "max_pk_error", "min_r", "halos", "halos_dir", "out", "overwrite")
 
 
 def config_from_args(args: argparse.Namespace) -> ValidateConfig:

@@ -32,8 +32,9 @@ import numpy as np
 from ..errors import EmuBackendError, FileFormatError, MissingDependencyError, require
 from ._file_sets import member_base, set_members, without_suffix
 from .gadget_header import GadgetHeader, check_header_set, particles_from_file
-from .gadget_particles import GadgetParticles, lagrangian_grid_size
+from .gadget_particles import GadgetParticles
 from .gadget_units import DEFAULT_LENGTH_UNIT, LENGTH_UNITS, length_factor, length_unit_of_cm
+from .lagrangian_map import lagrangian_grid_size
 
 __all__ = ["HDF5_EXTRA", "gadget_file_paths", "read_gadget_hdf5_particles"]
 

@@ -3,8 +3,10 @@
 :class:`GadgetParticles` is what every Gadget reader returns (HDF5: :mod:`emu_backend.io.gadget_hdf5`;
 binary format 1/2: :mod:`emu_backend.io.gadget1`): the particles in file order, already in internal
 units, with the header values. :func:`particles_to_snapshot` turns them into a :class:`Snapshot` in
-Lagrangian order; the particle-ID convention that maps an ID to its Lagrangian grid point lives in
-:func:`lagrangian_index` and nowhere else.
+Lagrangian order through a verified ID map (:mod:`emu_backend.io.lagrangian_map`, the one place where
+IDs become grid indices): the map of the simulation's initial conditions
+(:func:`lagrangian_map_from_ics`), the declaration of a file written by this package, or the particles'
+own positions where they are early initial conditions. Particles that none of these can place are refused.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import numpy as np
 from ..cosmology.params import Cosmology
 from ..datatypes.snapshot import Snapshot
 from ..errors import FileFormatError, InputError
+from .lagrangian_map import (
+    MAX_OFFSET_CELLS,
+    LagrangianMap,
+    lagrangian_grid_size,
+    lagrangian_index,
+    map_declared_by_file,
+    map_from_ic_positions,
+)
 
-__all__ = ["GadgetParticles", "lagrangian_grid_size", "lagrangian_index", "header_cosmology",
-           "particles_to_snapshot"]
+__all__ = ["GadgetParticles", "header_cosmology", "lagrangian_map_from_ics", "particles_to_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,69 +84,10 @@ class GadgetParticles:
 
 
 def _where(particles: GadgetParticles) -> str:
-    return f"snapshot {particles.files[0]!r}" if particles.files else "particles"
-
-
-def lagrangian_grid_size(n_part: int, where: str) -> int:
-    """The side ``n`` of the Lagrangian grid of ``n_part = n^3`` particles.
-
-    Raises
-    ------
-    FileFormatError
-        ``n_part`` is not a positive cube; the message starts with ``where``.
-    """
-    n = round(n_part ** (1.0 / 3.0)) if n_part > 0 else 0
-    if n == 0 or n**3 != n_part:
-        raise FileFormatError(f"{where}: {n_part} particles is not a cube n^3 of a Lagrangian grid")
-    return n
-
-
-def lagrangian_index(ids: np.ndarray, n_part: int, where: str, *, id_base: int | None = None) -> np.ndarray:
-    """The 0-based Lagrangian (C-order) grid index of each particle from its ID.
-
-    The convention (2LPTic, Quijote, and this package's writer): ID ``id_base + i n^2 + j n + k`` is
-    Lagrangian grid point ``(i, j, k)``.
-
-    Parameters
-    ----------
-    ids : ndarray, shape (N,), integer
-        Particle IDs as stored.
-    n_part : int
-        N, the number of grid points.
-    where : str
-        The file or snapshot, for error messages.
-    id_base : {0, 1}, optional
-        ID of grid point (0, 0, 0); default detected from the ID range (Quijote/2LPTic: 1).
-
-    Returns
-    -------
-    ndarray, shape (N,), int64
-        A permutation of ``0 .. N-1``.
-
-    Raises
-    ------
-    FileFormatError
-        IDs outside both ranges, or not a permutation.
-    InputError
-        ``id_base`` other than 0 or 1.
-    """
-    ids = np.asarray(ids).astype(np.int64)
-    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, -1)
-    if id_base is None:
-        if lo == 1 and hi == n_part:
-            id_base = 1
-            logger.info("%s: particle IDs run 1..N; shifting to the 0-based Lagrangian index", where)
-        elif lo == 0 and hi == n_part - 1:
-            id_base = 0
-        else:
-            raise FileFormatError(f"{where}: particle IDs span [{lo}, {hi}]; expected 1..{n_part} (Quijote) or "
-                                  f"0..{n_part - 1} for an {round(n_part ** (1.0 / 3.0))}^3 Lagrangian grid")
-    elif isinstance(id_base, bool) or id_base not in (0, 1):
-        raise InputError(f"id_base must be 0 or 1, got {id_base!r}")
-    index = ids - id_base
-    if lo - id_base < 0 or hi - id_base >= n_part or np.bincount(index, minlength=n_part).max() != 1:
-        raise FileFormatError(f"{where}: particle IDs are not a permutation of {id_base}..{n_part - 1 + id_base}")
-    return index
+    if not particles.files:
+        return "particles"
+    more = f" (+ {len(particles.files) - 1} more files)" if len(particles.files) > 1 else ""
+    return f"{particles.files[0]!r}{more}"
 
 
 def header_cosmology(particles: GadgetParticles) -> Cosmology:
@@ -159,10 +109,49 @@ def header_cosmology(particles: GadgetParticles) -> Cosmology:
     return Cosmology(omega_m=om, omega_b=min(0.049, om), h=h, name="gadget_header")
 
 
+def lagrangian_map_from_ics(particles: GadgetParticles, *, omega_m: float | None = None,
+                            max_offset_cells: float = MAX_OFFSET_CELLS) -> LagrangianMap:
+    """The verified ID -> Lagrangian grid map of a simulation, from its initial conditions.
+
+    See :func:`~emu_backend.io.lagrangian_map.map_from_ic_positions`: each particle goes to the grid point
+    nearest to its position (or to ``x - v / (a H f)``), and the assignment must be a permutation of the
+    grid with every particle within ``max_offset_cells`` of its point and a continuous displacement field.
+
+    Parameters
+    ----------
+    particles : GadgetParticles
+        The ``n^3`` IC particles (e.g. from :func:`emu_backend.io.quijote.read_particles`).
+    omega_m : float, optional
+        For the velocity estimate; default the header's Omega0.
+    max_offset_cells : float
+        Largest per-axis distance from the grid point [cells], in (0, 0.5].
+
+    Returns
+    -------
+    LagrangianMap
+
+    Raises
+    ------
+    FileFormatError
+        The positions do not identify the grid points (not early ICs, a glass, IDs that repeat); the
+        message names the files and what failed.
+    """
+    om = particles.omega_m if omega_m is None else omega_m
+    return map_from_ic_positions(particles.positions, particles.velocities, particles.ids, a=particles.a,
+                                 box_size=particles.box_size, omega_m=om if math.isfinite(om) else None,
+                                 where=_where(particles), max_offset_cells=max_offset_cells)
+
+
 def particles_to_snapshot(particles: GadgetParticles, cosmology: Cosmology | None = None, *,
-                          id_base: int | None = None, meta: dict | None = None,
-                          record_files: bool = True) -> Snapshot:
-    """Reorder Gadget particles by ID into the Lagrangian grid and return a :class:`Snapshot`.
+                          lagrangian_map: LagrangianMap | None = None, meta: dict | None = None,
+                          record_files: bool = True, id_base: int | None = None) -> Snapshot:
+    """Place Gadget particles on their Lagrangian grid points and return a :class:`Snapshot`.
+
+    The grid point of each ID comes from a verified map: ``lagrangian_map`` (the simulation's, from its
+    initial conditions: :func:`lagrangian_map_from_ics`); else, for a file written by this package, its
+    declared convention (ParticleIDs = 0-based grid index); else the particles' own positions, which
+    identify the grid only in early initial conditions. A late snapshot of another code without a map
+    is refused, never reordered on the assumption that its IDs are grid indices.
 
     Parameters
     ----------
@@ -170,40 +159,62 @@ def particles_to_snapshot(particles: GadgetParticles, cosmology: Cosmology | Non
         ``n^3`` particles.
     cosmology : Cosmology, optional
         Default: :func:`header_cosmology` of the file (Omega0, HubbleParam).
-    id_base : {0, 1}, optional
-        ID of Lagrangian point (0, 0, 0); see :func:`lagrangian_index`. Default: detected from the IDs.
+    lagrangian_map : LagrangianMap, optional
+        The simulation's ID map.
     meta : dict, optional
         Provenance of the snapshot.
     record_files : bool
-        Add ``source`` and the ``files`` read to ``meta``.
+        Add ``source``, the ``files`` read and the ``lagrangian_map`` proof to ``meta``.
+    id_base : {0}, optional
+        Accepted only for files written by this package (whose IDs start at 0), for their reader.
 
     Returns
     -------
     Snapshot
-        Particles in Lagrangian (id) order, positions [Mpc/h] wrapped into the box.
+        Particles in Lagrangian (grid) order, positions [Mpc/h] wrapped into the box.
 
     Raises
     ------
     FileFormatError
-        Not ``n^3`` particles, IDs that are not a grid, non-finite values, header values that make no snapshot.
+        Not ``n^3`` particles, non-finite values, IDs that are not the map's, particles that cannot be
+        placed (no map, not early ICs), header values that make no snapshot.
+    InputError
+        ``id_base`` for a file not written by this package, a bad ``cosmology`` or ``lagrangian_map``.
     """
     where = _where(particles)
     n_part = particles.n_particles
     n = lagrangian_grid_size(n_part, where)
-    if id_base is not None and (isinstance(id_base, bool) or id_base not in (0, 1)):
-        raise InputError(f"id_base must be 0 or 1, got {id_base!r}")
     for key in ("positions", "velocities"):
         if not np.all(np.isfinite(getattr(particles, key))):
             raise FileFormatError(f"{where}: {key} contain NaN or inf (corrupt file?)")
-    index = lagrangian_index(particles.ids, n_part, where, id_base=id_base)
-    order = np.argsort(index, kind="stable")
     cosmology = header_cosmology(particles) if cosmology is None else cosmology
     if not isinstance(cosmology, Cosmology):
         raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
-    info = {"source": "gadget_files", "files": list(particles.files)} if record_files else {}
+    declared = map_declared_by_file(particles.provenance, n_part, where)
+    if id_base is not None and (declared is None or isinstance(id_base, bool) or id_base != 0):
+        raise InputError(f"id_base = {id_base!r} is accepted only as 0 for files written by this package; the IDs "
+                         f"of {where} are placed by the ID map of the simulation's initial conditions")
+    if lagrangian_map is not None and not isinstance(lagrangian_map, LagrangianMap):
+        raise InputError(f"lagrangian_map must be a LagrangianMap, got {type(lagrangian_map).__name__}")
+    lmap = lagrangian_map if lagrangian_map is not None else declared
+    if lmap is None:
+        try:
+            lmap = lagrangian_map_from_ics(particles, omega_m=cosmology.omega_m)
+        except FileFormatError as exc:
+            raise FileFormatError(
+                f"{exc}; no ID map of the simulation's initial conditions was given, and positions identify grid "
+                f"points only in early initial conditions (these are at a = {particles.a:.4g}): read a snapshot "
+                f"with the map of its initial conditions (QuijoteSimulation.read_snapshot, or "
+                f"particles_to_snapshot(..., lagrangian_map=lagrangian_map_from_ics(ic_particles)))") from exc
+    index = lagrangian_index(particles.ids, lmap, where)
+    order = np.empty(n_part, np.int64)
+    order[index] = np.arange(n_part)
+    info = {}
+    if record_files:
+        info = {"source": "gadget_files", "files": list(particles.files), "lagrangian_map": lmap.proof}
     info.update(meta or {})
     try:
-        return Snapshot(particles.positions[order], particles.velocities[order], index[order], particles.a,
+        return Snapshot(particles.positions[order], particles.velocities[order], np.arange(n_part), particles.a,
                         particles.box_size, n, cosmology, meta=info)
     except InputError as exc:
         raise FileFormatError(f"{where} is not a valid snapshot: {exc}") from exc

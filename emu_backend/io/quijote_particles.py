@@ -5,7 +5,8 @@ Quijote's ``ICs/ics.<k>`` are Gadget format-1 binaries written by 2LPTic (older 
 ``ics.<k>.hdf5``; :func:`read_particles` reads either, through the one reader of each format
 (:mod:`emu_backend.io.gadget1`, :mod:`emu_backend.io.gadget_hdf5`). The snapshots are Gadget HDF5
 (``snapdir_XXX/snap_XXX.<k>.hdf5``, Blosc-compressed since 2023). Placing particles on the Lagrangian
-grid by ID is :func:`emu_backend.io.gadget_particles.particles_to_snapshot`.
+grid goes through the ID map of the initial conditions (:mod:`emu_backend.io.lagrangian_map`,
+:func:`emu_backend.io.gadget_particles.particles_to_snapshot`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .gadget1 import read_gadget_binary
 from .gadget_hdf5 import read_gadget_hdf5_particles
 from .gadget_particles import GadgetParticles
 from .gadget_units import DEFAULT_LENGTH_UNIT
+from .lagrangian_map import MAX_JUMP_CELLS, largest_jump
 
 __all__ = ["read_particles", "linear_displacement_from_ics"]
 
@@ -61,10 +63,10 @@ def read_particles(path_or_prefix, *, length_unit: str | None = None) -> GadgetP
 
 
 def linear_displacement_from_ics(ics: Snapshot, cosmology: Cosmology | None = None, *,
-                                 correct_2lpt: bool = True, check_grid: bool = True) -> np.ndarray:
+                                 correct_2lpt: bool = True) -> np.ndarray:
     """The z = 0 linear (Zel'dovich) displacement implied by 2LPT initial conditions.
 
-    ``s = x - q`` (minimum periodic image, particles placed by ID) at the ICs' redshift ``z_i``
+    ``s = x - q`` (minimum periodic image, particles on their grid points) at the ICs' redshift ``z_i``
     (Quijote: 127) is ``D(z_i) Psi1 + D2(z_i) Psi2[Psi1]``; this returns
     ``Psi1 = s / D(z_i) - (D2 / D)(z_i) Psi2[Psi1]`` (two fixed-point iterations, see
     docs/quijote.md), or ``s / D(z_i)`` with ``correct_2lpt=False`` (ZA ICs).
@@ -72,20 +74,24 @@ def linear_displacement_from_ics(ics: Snapshot, cosmology: Cosmology | None = No
     Parameters
     ----------
     ics : Snapshot
-        The initial conditions (e.g. from :func:`particles_to_snapshot`).
+        The initial conditions in Lagrangian order (from :meth:`QuijoteSimulation.read_ics` or
+        :func:`~emu_backend.io.gadget_particles.particles_to_snapshot`, which verify the order).
     cosmology : Cosmology, optional
         For the growth factors; default ``ics.cosmology``.
     correct_2lpt : bool
         Remove the second-order displacement (2LPTic's ``D2 = -3/7 D^2 Omega_m(z)^(-1/143)``).
-    check_grid : bool
-        Refuse displacements of half a grid cell or more, the sign that IDs do not index the
-        nearest Lagrangian points (or that these are not early-time ICs).
 
     Returns
     -------
     ndarray, shape (3, n, n, n), float32
         Psi1 at z = 0 [Mpc/h], channel c along axis c + 1; input of
         :meth:`InitialConditions.from_linear_displacement`.
+
+    Raises
+    ------
+    InputError
+        Displacements of neighbouring grid points that differ by half a cell or more: not early
+        initial conditions in Lagrangian order.
     """
 
     if not isinstance(ics, Snapshot):
@@ -94,13 +100,13 @@ def linear_displacement_from_ics(ics: Snapshot, cosmology: Cosmology | None = No
     if not isinstance(cosmo, Cosmology):
         raise InputError(f"cosmology must be a Cosmology, got {type(cosmo).__name__}")
     dis = ics.displacement_field().astype(np.float64)
-    cell = ics.box_size / ics.grid
-    largest = float(np.abs(dis).max())
-    if check_grid and largest >= 0.5 * cell:
+    jump = largest_jump(dis, ics.box_size / ics.grid)
+    if jump >= MAX_JUMP_CELLS:
         raise InputError(
-            f"largest IC displacement {largest:.4g} Mpc/h is >= half a grid cell ({0.5 * cell:.4g} Mpc/h) at "
-            f"z = {ics.z:.4g}: the IDs do not index the nearest Lagrangian grid points (or these are not early ICs); "
-            f"pass check_grid=False to proceed"
+            f"the IC displacements of neighbouring grid points differ by up to {jump:.3g} cells (< {MAX_JUMP_CELLS:g} "
+            f"in early initial conditions) at z = {ics.z:.4g}: these are not early initial conditions in Lagrangian "
+            f"order (read them with QuijoteSimulation.read_ics or particles_to_snapshot, which place the particles "
+            f"by the verified ID map of the initial conditions)"
         )
     d1 = float(growth_factor(ics.z, cosmo.omega_m))
     psi = dis / d1

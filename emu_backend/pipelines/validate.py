@@ -3,15 +3,18 @@ snapshot, measured by every statistic of :mod:`emu_backend.validation` and writt
 
 Two sources of truth:
 
-* ``against="quijote"``: a Quijote simulation folder (``root``, ``sim``, ``snapnum``). The ICs
-  (z = 127) give the linear displacement (:func:`~emu_backend.io.quijote.linear_displacement_from_ics`),
-  the latin-hypercube row the cosmology, ``snapdir_XXX`` the truth and ``groups_XXX`` its FoF halos.
+* ``against="quijote"``: a Quijote simulation (``root``, ``sim``, ``snapnum``, ``halos_dir``; the
+  download layout or a folder, :class:`~emu_backend.io.quijote_layout.QuijoteLayout`). The ICs
+  (z = 127) give the linear displacement (:func:`~emu_backend.io.quijote.linear_displacement_from_ics`)
+  and the ID map that orders the snapshot and the halo members, the set the cosmology,
+  ``snapdir_XXX`` the truth and ``groups_XXX`` (found in the Halos tree) its FoF halos.
 * ``against="jaxpm"`` or ``"pmwd"``: the truth is that PM backend run from seeded ICs.
 
 The candidates (default: emulator, then 2LPT) run from the same ICs at the truth's redshift;
 :func:`~emu_backend.validation.compare.compare` measures every statistic and
 :func:`~emu_backend.validation.report.write_report` writes ``report.json``, ``report.md`` and the PNG
-plots into ``out``. The first candidate is judged against the thresholds.
+plots into ``out``, which is locked for the whole run (a second run into it is refused). The first
+candidate is judged against the thresholds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ..errors import InputError
 from ..ics import InitialConditions
 from ..inference.tiling import check_tile_size
 from ..io.atomic import check_overwrite
+from ..io.output_lock import output_lock
+from ..io.output_path import check_writable, os_errors_as_package_errors
 from ..io.quijote import QuijoteSimulation, linear_displacement_from_ics
 from ..simulator import get_backend, simulate
 from ..validation.compare import compare
@@ -56,8 +61,9 @@ class ValidateConfig:
     against : {"quijote", "jaxpm", "pmwd"}
         Source of the reference snapshot.
     root : str or None
-        Quijote folder: the latin hypercube (with ``sim``) or one simulation folder. Needed by, and
-        only allowed with, ``against="quijote"`` (as are ``sim`` and ``snapnum``).
+        Quijote folder: the download root or ``Snapshots/<set>`` (with ``sim``), or one simulation
+        folder. Needed by, and only allowed with, ``against="quijote"`` (as are ``sim``, ``snapnum``
+        and ``halos_dir``).
     sim : int or None
         Simulation index under ``root`` (latin-hypercube row), >= 0.
     snapnum : int or None
@@ -101,6 +107,9 @@ class ValidateConfig:
         :class:`~emu_backend.validation.report.Thresholds`).
     halos : bool
         Compare FoF halos and mass functions.
+    halos_dir : str or None
+        Folder holding the Quijote FoF catalogue's ``groups_XXX/`` (``--halos``); None: searched in the
+        simulation folder and the download's ``Halos/FoF_id``, ``Halos/FoF`` trees.
     out : str
         Report folder.
     overwrite : bool
@@ -136,6 +145,7 @@ class ValidateConfig:
     max_pk_error: float | None = 0.05
     min_r: float | None = 0.95
     halos: bool = True
+    halos_dir: str | None = None
     out: str = "validate_out"
     overwrite: bool = False
 
@@ -147,8 +157,13 @@ class ValidateConfig:
         if self.against != "quijote" and (self.root is not None or self.sim is not None or self.snapnum is not None):
             raise InputError(f"root, sim and snapnum (ROOT, --sim, --snapnum) apply to --against quijote, "
                              f"not --against {self.against}")
-        if self.root is not None:
-            put("root", str(self.root))
+        if self.against != "quijote" and self.halos_dir is not None:
+            raise InputError(f"halos_dir (--halos) applies to --against quijote, not --against {self.against}")
+        if self.halos_dir is not None and not self.halos:
+            raise InputError("halos_dir (--halos) and halos=False (--no-halos) contradict each other")
+        for key in ("root", "halos_dir"):
+            if getattr(self, key) is not None:
+                put(key, str(getattr(self, key)))
         put("sim", _optional(check_int, self.sim, "sim", 0))
         put("snapnum", _optional(check_int, self.snapnum, "snapnum", 0))
         put("seed", check_int(self.seed, "seed", 0))
@@ -217,22 +232,25 @@ class ValidateResult:
 
 
 def _reference_quijote(config: ValidateConfig):
-    sim = QuijoteSimulation.open(config.root, config.sim)
+    sim = QuijoteSimulation.open(config.root, config.sim, halos=config.halos_dir)
     snapnums = sim.snapnums()
     snapnum = config.snapnum if config.snapnum is not None else (snapnums[-1] if snapnums else None)
     if snapnum is None:
         raise InputError(f"{str(sim.folder)!r} holds no snapdir_XXX folder")
     cosmo = sim.cosmology()
-    ics_snapshot = sim.read_ics(cosmo)
+    ics_snapshot, lagrangian_map = sim.read_ics_with_map(cosmo)  # the ID map orders snapshot and halo members
     psi = linear_displacement_from_ics(ics_snapshot, cosmo, correct_2lpt=config.correct_2lpt)
     ics = InitialConditions.from_linear_displacement(
         psi, ics_snapshot.box_size, seed=sim.seed(),
         provenance={"source": "quijote", "folder": str(sim.folder), "sim": sim.sim,
                     "correct_2lpt": config.correct_2lpt})
-    truth = sim.read_snapshot(snapnum, cosmo)
-    halos = sim.read_halos(snapnum, truth) if config.halos and sim.has_halos(snapnum) else None
+    truth = sim.read_snapshot(snapnum, cosmo, lagrangian_map=lagrangian_map)
+    halos = None
+    if config.halos and sim.has_halos(snapnum):
+        halos = sim.read_halos(snapnum, truth, lagrangian_map=lagrangian_map)
     source = {"against": "quijote", "folder": str(sim.folder), "sim": sim.sim, "snapnum": snapnum,
-              "halos_from": "groups files" if halos is not None else ("fof" if config.halos else None)}
+              "lagrangian_map": lagrangian_map.proof,
+              "halos_from": str(sim.groups_dir(snapnum)) if halos is not None else ("fof" if config.halos else None)}
     return cosmo, ics, truth, halos, source
 
 
@@ -265,13 +283,22 @@ def validate(config: ValidateConfig, *, progress: bool = False) -> ValidateResul
     Raises
     ------
     InputError
-        A report file exists and ``config.overwrite`` is false (nothing is computed), or a bad value.
+        A report file exists and ``config.overwrite`` is false (nothing is computed), a bad value, or a
+        report folder that cannot be written.
+    OutputLockedError
+        Another run is writing into ``config.out`` (its lock file ``.emu_backend.lock`` names it).
     FileFormatError
         Missing or corrupt Quijote files.
     MissingDependencyError
         The PM backend's extra is not installed.
     """
     t0 = time.perf_counter()
+    with os_errors_as_package_errors(config.out), output_lock(check_writable(config.out, folder=True), folder=True):
+        return _validate(config, progress, t0)
+
+
+def _validate(config: ValidateConfig, progress: bool, t0: float) -> ValidateResult:
+    """:func:`validate` with the report folder locked."""
     for name in REPORT_FILES:  # refuse before computing anything
         check_overwrite(Path(config.out) / name, config.overwrite)
     reference = _reference_quijote if config.against == "quijote" else _reference_pm
