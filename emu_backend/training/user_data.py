@@ -184,9 +184,9 @@ def sample_from_quijote(root, sim: int | None, snapnums: Sequence[int], *, corre
         raise InputError(f"snapnums must be a non-empty sequence of snapshot numbers, got {snapnums!r}")
     qs = QuijoteSimulation.open(Path(root), sim)
     cosmo = qs.cosmology() if cosmology is None else cosmology
-    ics_snap = qs.read_ics(cosmo)
+    ics_snap, lmap = qs.read_ics_with_map(cosmo)  # one ID map for every snapshot of the simulation
     psi = qs.linear_displacement(ics_snap, correct_2lpt=correct_2lpt)
-    snaps = [qs.read_snapshot(s, cosmo) for s in snapnums]
+    snaps = [qs.read_snapshot(s, cosmo, lagrangian_map=lmap) for s in snapnums]
     prov = {"source": "quijote", "folder": str(qs.folder), "sim": qs.sim, "snapnums": [int(s) for s in snapnums],
             "ics_z": ics_snap.z, "correct_2lpt": bool(correct_2lpt)}
     return sample_from_snapshots(psi, snaps, cosmology=cosmo, box_size=ics_snap.box_size, seed=qs.seed(),
