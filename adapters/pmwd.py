@@ -4,7 +4,8 @@ pmwd (https://github.com/eelregit/pmwd) is a differentiable particle-mesh code i
 PyPI: install it with ``pip install "emu_backend[pmwd]"`` (a direct git reference) or from a clone.
 Importing this module registers the backend where pmwd is installed (``get_backend("pmwd")`` imports
 it on first use) and never imports jax or pmwd; they are imported when a backend is constructed or a
-function runs (:class:`MissingDependencyError` naming the extra without them). The unit, growth and mode conventions and the handling of pmwd's global x64 switch are in
+function runs (:class:`MissingDependencyError` naming the extra without them). The unit, growth and mode
+conventions and the handling of pmwd's global x64 switch are in
 :mod:`emu_backend.adapters.pmwd_convert` (configuration, cosmology) and
 :mod:`emu_backend.adapters.pmwd_fields` (linear modes, particles).
 
@@ -13,7 +14,10 @@ function runs (:class:`MissingDependencyError` naming the extra without them). T
   steps split so that every output ``a`` is a step boundary -> our snapshots.
 * :func:`emulator_nbody`: called like ``pmwd.nbody(ptcl, obsvbl, cosmo, conf)`` and returning
   ``(Particles, obsvbl)`` at ``conf.a_stop``, produced by the emulator from the linear field that
-  the LPT particles at ``conf.a_start`` encode (:func:`linear_ics_from_particles`).
+  the LPT particles at ``conf.a_start`` encode (:func:`linear_displacement_from_particles`), in JAX
+  and differentiable with respect to pmwd's modes and cosmology like ``pmwd.nbody`` (the emulator
+  runs in torch behind a ``jax.custom_vjp``, :mod:`emu_backend.adapters.jax`);
+  :func:`emulator_nbody_numpy` is the former NumPy path (not differentiable, any emulator).
 
 A runnable example is in ``docs/adapters/pmwd.md``.
 """
@@ -31,8 +35,12 @@ from ..errors import ComputationError, InputError, require
 from ..ics.conditions import InitialConditions
 from ..ics.linear import divergence
 from ..ics.lpt import second_order_displacement
+from ..inference import ZdepConvention
 from ..simulator.backends import Backend, EmulatorBackend, output_scale_factors, register_backend
+from . import jax_lpt
+from .jax import jax_emulator
 from .pmwd_convert import (
+    check_lcdm,
     configuration_from_grid,
     from_pmwd_cosmology,
     grid_from_configuration,
@@ -44,7 +52,9 @@ from .pmwd_convert import (
 from .pmwd_fields import (
     initial_conditions_from_modes,
     lagrangian_displacement,
+    lagrangian_displacement_jax,
     modes_from_initial_conditions,
+    particles_from_fields,
     particles_from_snapshot,
     snapshot_from_particles,
 )
@@ -53,13 +63,16 @@ __all__ = [
     "PmwdBackend",
     "MESH_FACTORS",
     "emulator_nbody",
+    "emulator_nbody_numpy",
     "linear_ics_from_particles",
+    "linear_displacement_from_particles",
     "configuration_from_grid",
     "grid_from_configuration",
     "to_pmwd_cosmology",
     "from_pmwd_cosmology",
     "initial_conditions_from_modes",
     "modes_from_initial_conditions",
+    "particles_from_fields",
     "particles_from_snapshot",
     "snapshot_from_particles",
     "pmwd_x64",
@@ -123,9 +136,66 @@ def linear_ics_from_particles(ptcl, cosmo, conf, *, iterations: int = 4) -> Init
     return InitialConditions.from_linear_density(delta0, box, provenance=prov)
 
 
+def linear_displacement_from_particles(ptcl, cosmo, conf, *, iterations: int = 4):
+    """Our z = 0 linear displacement of pmwd LPT particles at ``conf.a_start``, in JAX (differentiable).
+
+    The JAX twin of :func:`linear_ics_from_particles` (same inversion of pmwd's LPT, same fixed point,
+    Nyquist planes dropped as in our ICs), differentiable with respect to ``ptcl.disp`` and to ``cosmo``
+    (pmwd's growth table, through ``pmwd.growth``, and ``Omega_m``, through ``D_1(a=1)``): the chain
+    ``modes -> pmwd.lpt -> this`` differentiates under ``jax.grad``. Computed in float64 (``pmwd_x64()``).
+
+    Parameters
+    ----------
+    ptcl : pmwd.Particles
+        Output of ``pmwd.lpt(modes, cosmo, conf)`` (velocities are not used).
+    cosmo : pmwd.Cosmology
+        Flat LambdaCDM; its growth table is computed (``pmwd.boltzmann``) if absent.
+    conf : pmwd.Configuration
+    iterations : int
+        Fixed-point iterations of the second-order inversion, 1..20.
+
+    Returns
+    -------
+    jax.Array, shape (3, n, n, n), float64
+        ``Psi`` [Mpc/h] with ``div Psi = -delta_0``, our z = 0 linear displacement.
+    """
+    iterations = check_int(iterations, "iterations", 1, 20)
+    pmwd = pmwd_modules()
+    spec = grid_from_configuration(conf)
+    n, box = spec.n, spec.box_size
+    with pmwd_x64():
+        cosmo = _growth_tables(cosmo, conf)
+        dis = lagrangian_displacement_jax(ptcl).T.reshape(3, n, n, n)
+        d1 = pmwd.growth(conf.a_start, cosmo, conf, order=1)
+        d2 = pmwd.growth(conf.a_start, cosmo, conf, order=2)
+        psi = dis / d1
+        if spec.lpt_order == 2:
+            for _ in range(int(iterations)):
+                psi = (dis + d2 * jax_lpt.second_order_displacement(psi, box)) / d1
+        delta0 = -jax_lpt.divergence(psi, box) * pmwd_growth_today(cosmo.Omega_m)
+        return jax_lpt.displacement_from_density(delta0, box)
+
+
+def _check_nbody_call(ptcl, conf, reverse: bool):
+    if reverse:
+        raise InputError("emulator_nbody runs forward only (reverse=True is pmwd's adjoint integration)")
+    pmwd = pmwd_modules()
+    if not isinstance(ptcl, pmwd.Particles):
+        raise InputError(f"ptcl must be pmwd.Particles, got {type(ptcl).__name__}")
+    return grid_from_configuration(conf)
+
+
 def emulator_nbody(ptcl, obsvbl, cosmo, conf, reverse: bool = False, *, emulator=None, tile_size=None,
-                   batch_size: int = 1, allow_extrapolation=None):
-    """Drop-in for ``pmwd.nbody(ptcl, obsvbl, cosmo, conf)``: the emulator's particles at ``conf.a_stop``.
+                   allow_extrapolation=None):
+    """Drop-in for ``pmwd.nbody(ptcl, obsvbl, cosmo, conf)``: the emulator's particles at ``conf.a_stop``,
+    differentiable like ``pmwd.nbody``.
+
+    JAX all the way: pmwd's LPT particles -> our z = 0 linear displacement
+    (:func:`linear_displacement_from_particles`) -> the emulator (:func:`emu_backend.adapters.jax.jax_emulator`,
+    torch behind a ``jax.custom_vjp``) -> pmwd ``Particles`` (:func:`particles_from_fields`). ``jax.grad``
+    flows to ``ptcl.disp`` (hence to pmwd's modes through ``pmwd.lpt``) and to ``cosmo`` (``Omega_m``, the
+    growth table and whatever made them, e.g. ``pmwd.boltzmann``); ``jax.jit`` works. The
+    numbers equal :func:`emulator_nbody_numpy` (the former NumPy path) to float32 round-off.
 
     Parameters
     ----------
@@ -134,13 +204,19 @@ def emulator_nbody(ptcl, obsvbl, cosmo, conf, reverse: bool = False, *, emulator
     obsvbl : any
         Returned unchanged (pmwd's observables are not emulated).
     cosmo : pmwd.Cosmology
-        Flat LambdaCDM; the emulator uses its ``Omega_m``.
+        Flat LambdaCDM (``Omega_k_``, ``w_0_``, ``w_a_`` concrete); the emulator uses its ``Omega_m``.
     conf : pmwd.Configuration
-        Cubic grid; the output time is ``conf.a_stop``.
+        Cubic grid (n >= 8); the output time is ``conf.a_stop``.
     reverse : bool
         Must be False (backward integration is not emulated).
-    emulator, tile_size, batch_size, allow_extrapolation
-        As :class:`~emu_backend.simulator.EmulatorBackend` (default: the shipped emulator).
+    emulator : Emulator, optional
+        A map2map_zdep emulator (default: the shipped one); others (map2map_emu) through
+        :func:`emulator_nbody_numpy`.
+    tile_size : int, optional
+        Output tile side, a multiple of 8 (default n rounded up to 8, at most 32): the backward pass's
+        memory, not the result.
+    allow_extrapolation : bool, optional
+        Run outside the training domain; None keeps the emulator's setting.
 
     Returns
     -------
@@ -153,9 +229,40 @@ def emulator_nbody(ptcl, obsvbl, cosmo, conf, reverse: bool = False, *, emulator
     >>> ptcl, obsvbl = pmwd.lpt(modes, cosmo, conf)  # doctest: +SKIP
     >>> ptcl, obsvbl = emulator_nbody(ptcl, obsvbl, cosmo, conf)  # instead of pmwd.nbody  # doctest: +SKIP
     """
-    if reverse:
-        raise InputError("emulator_nbody runs forward only (reverse=True is pmwd's adjoint integration)")
-    spec = grid_from_configuration(conf)
+    spec = _check_nbody_call(ptcl, conf, reverse)
+    check_lcdm(cosmo)
+    if emulator is not None and not isinstance(getattr(emulator, "model", None), ZdepConvention):
+        raise InputError("emulator_nbody differentiates map2map_zdep emulators (ZdepConvention) only; got "
+                         f"{type(getattr(emulator, 'model', emulator)).__name__}: use emulator_nbody_numpy")
+    emulate = jax_emulator(spec.box_size, 1.0 / spec.a_stop - 1.0, emulator=emulator, tile_size=tile_size,
+                           allow_extrapolation=allow_extrapolation)
+    with pmwd_x64():
+        psi0 = linear_displacement_from_particles(ptcl, cosmo, conf)
+        dis, vel = emulate(psi0, cosmo.Omega_m)
+        return particles_from_fields(dis, vel, spec.a_stop, conf), obsvbl
+
+
+def emulator_nbody_numpy(ptcl, obsvbl, cosmo, conf, reverse: bool = False, *, emulator=None, tile_size=None,
+                         batch_size: int = 1, allow_extrapolation=None):
+    """:func:`emulator_nbody` through NumPy and our emulator backend: not differentiable, any emulator.
+
+    The former implementation of :func:`emulator_nbody`, kept for emulators it cannot differentiate
+    (map2map_emu, two networks at z = 0) and as its reference: :func:`linear_ics_from_particles` ->
+    :class:`~emu_backend.simulator.EmulatorBackend` (ICs and snapshot in float32) ->
+    :func:`particles_from_snapshot`.
+
+    Parameters
+    ----------
+    ptcl, obsvbl, cosmo, conf, reverse
+        As :func:`emulator_nbody`.
+    emulator, tile_size, batch_size, allow_extrapolation
+        As :class:`~emu_backend.simulator.EmulatorBackend` (default: the shipped emulator).
+
+    Returns
+    -------
+    (pmwd.Particles, obsvbl)
+    """
+    spec = _check_nbody_call(ptcl, conf, reverse)
     ours = from_pmwd_cosmology(cosmo)
     ics = linear_ics_from_particles(ptcl, cosmo, conf)
     backend = EmulatorBackend(emulator, tile_size=tile_size, batch_size=batch_size,

@@ -44,12 +44,15 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import torch
 from scipy.special import hyp2f1
 
 from ..checks import check_int, check_positive, check_real
+from ..cosmology.growth import hyp2f1 as growth_hyp2f1
 from ..cosmology.params import Cosmology
 from ..errors import ComputationError, InputError, require
 from ._jax_state import restore_jax_x64
+from .jax_bridge import concrete_float, jax_float_dtype, torch_callable
 
 __all__ = [
     "GridSpec",
@@ -111,19 +114,46 @@ def pmwd_x64():
 
 
 # -- growth normalisation ---------------------------------------------------------------------
-def pmwd_growth_today(omega_m: float) -> float:
+def pmwd_growth_today(omega_m):
     """pmwd's linear growth ``D_1(a=1)`` (normalised to ``a`` in matter domination), flat LambdaCDM.
 
     ``D_1(1) = 2F1(1, 1/3; 11/6; -(1 - Omega_m)/Omega_m)``: our ``D(a) = a 2F1(..; -x a^3)/2F1(..; -x)``
     tends to ``a / 2F1(..; -x)`` as a -> 0, where pmwd's tends to ``a``.
+
+    Parameters
+    ----------
+    omega_m : float or jax.Array
+        In (0, 1]. A JAX array (or tracer) gives a JAX array of JAX's float dtype, differentiable in
+        ``omega_m`` (``jax.grad``; exact derivative ``d 2F1/dx = (a b / c) 2F1(a+1, b+1; c+1; x)``, the
+        same scipy values through :func:`emu_backend.cosmology.growth.hyp2f1`).
+
+    Returns
+    -------
+    float or jax.Array
 
     Examples
     --------
     >>> round(pmwd_growth_today(0.3175), 6)
     0.789246
     """
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(omega_m, jax.Array):
+        return _growth_today_jax(omega_m)
     om = check_real(omega_m, "omega_m", 0.0, 1.0, lo_open=True)
     return float(hyp2f1(1.0, 1.0 / 3.0, 11.0 / 6.0, -(1.0 - om) / om))
+
+
+def _growth_today_torch(omega_m: torch.Tensor):
+    om = omega_m.to(torch.float64)
+    if not bool(((om > 0) & (om <= 1)).all()):
+        raise InputError(f"omega_m must lie in (0, 1], got {om.detach().cpu().numpy()!r}")
+    return (growth_hyp2f1(1.0, 1.0 / 3.0, 11.0 / 6.0, -(1.0 - om) / om),)
+
+
+def _growth_today_jax(omega_m):
+    """:func:`pmwd_growth_today` of a JAX array, through the torch twin (exact derivative) on the host."""
+    om = omega_m.astype(jax_float_dtype())
+    return torch_callable(_growth_today_torch, [tuple(om.shape)])(om)[0]
 
 
 # -- Configuration <-> box and grid -----------------------------------------------------------
@@ -247,14 +277,21 @@ def grid_from_configuration(conf) -> GridSpec:
 
 # -- Cosmology <-> ours ------------------------------------------------------------------------
 def check_lcdm(cosmo):
-    """Refuse anything but a flat LambdaCDM ``pmwd.Cosmology`` (:class:`InputError`)."""
+    """Refuse anything but a flat LambdaCDM ``pmwd.Cosmology`` (:class:`InputError`).
+
+    ``Omega_k``, ``w_0`` and ``w_a`` must be concrete (pmwd's fixed defaults or numbers), also inside
+    ``jax.grad`` / ``jax.jit``: a traced value would be a derivative the flat LambdaCDM emulator ignores.
+    """
     pmwd = pmwd_modules()
     if not isinstance(cosmo, pmwd.Cosmology):
         raise InputError(f"cosmo must be a pmwd.Cosmology, got {type(cosmo).__name__}")
     for key, want in (("Omega_k", 0.0), ("w_0", -1.0), ("w_a", 0.0)):
-        if float(getattr(cosmo, key)) != want:
-            raise InputError(f"only flat LambdaCDM converts to our Cosmology: pmwd {key} = "
-                             f"{float(getattr(cosmo, key))!r}, need {want}")
+        value = concrete_float(getattr(cosmo, key))
+        if value is None:
+            raise InputError(f"pmwd {key} is traced by JAX (differentiated or jitted): only flat LambdaCDM "
+                             f"converts to ours, leave {key}_ None or pass it as a number")
+        if value != want:
+            raise InputError(f"only flat LambdaCDM converts to our Cosmology: pmwd {key} = {value!r}, need {want}")
 
 
 def _sigma8_per_unit_amplitude(cosmo, conf) -> float:

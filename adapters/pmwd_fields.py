@@ -19,6 +19,7 @@ from ..cosmology.params import Cosmology
 from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import InputError
 from ..ics.conditions import InitialConditions
+from .jax_bridge import jax_float_dtype
 from .pmwd_convert import (
     check_grid,
     check_lcdm,
@@ -35,9 +36,11 @@ from .pmwd_convert import (
 __all__ = [
     "initial_conditions_from_modes",
     "modes_from_initial_conditions",
+    "particles_from_fields",
     "particles_from_snapshot",
     "snapshot_from_particles",
     "lagrangian_displacement",
+    "lagrangian_displacement_jax",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,28 +120,65 @@ def modes_from_initial_conditions(ics: InitialConditions, cosmo, conf):
 
 
 # -- Snapshot <-> Particles ---------------------------------------------------------------------
+def particles_from_fields(displacement, velocity, a: float, conf):
+    """pmwd ``Particles`` (pmid, disp [L], canonical vel [H_0 L]) of fields on our Lagrangian grid, in JAX.
+
+    Differentiable (``jax.grad``, ``jax.jit``) with respect to both fields: the conversion is
+    ``disp = disp_grid + displacement / (conf.L / conf.Mpc_SI)`` and ``vel = a v / (conf.V / 1e3)``, with
+    ``pmid`` and ``disp_grid`` from ``Particles.gen_grid(conf)`` (C order of the Lagrangian ``(i, j, k)``).
+    Displacements are not wrapped (pmwd wraps ``pmid + disp`` where it paints).
+
+    Parameters
+    ----------
+    displacement : array, shape (3, n, n, n)
+        Displacement from the Lagrangian grid [Mpc/h].
+    velocity : array, shape (3, n, n, n)
+        Peculiar velocity ``a dx/dt`` [km/s].
+    a : float
+        Scale factor of the fields, in (0, 1.5].
+    conf : pmwd.Configuration
+        Cubic grid of ``n^3`` particles.
+
+    Returns
+    -------
+    pmwd.Particles
+        In ``conf.float_dtype`` (computed in float64 first: the fields are converted under ``pmwd_x64()``).
+    """
+    pmwd = pmwd_modules()
+    spec = grid_from_configuration(conf)
+    a = check_real(a, "a", 0.0, A_MAX, lo_open=True)
+    n = spec.n
+    jnp = jax_module().numpy
+    with pmwd_x64():
+        dtype = jnp.float64
+        dis, vel = (jnp.asarray(f).astype(dtype) for f in (displacement, velocity))
+        for name, f in (("displacement", dis), ("velocity", vel)):
+            if tuple(f.shape) != (3, n, n, n):
+                raise InputError(f"{name} must have shape {(3, n, n, n)} for this configuration, got {tuple(f.shape)}")
+        grid = pmwd.Particles.gen_grid(conf)
+        disp = grid.disp.astype(dtype) + dis.reshape(3, -1).T / length_unit_mpc_h(conf)
+        return pmwd.Particles(conf, grid.pmid, disp, vel=vel.reshape(3, -1).T * (a / velocity_unit_km_s(conf)))
+
+
 def particles_from_snapshot(snapshot: Snapshot, conf):
     """pmwd ``Particles`` (pmid, disp [L], canonical vel [H_0 L]) of our snapshot, in Lagrangian order.
 
     ``pmid`` and the Lagrangian offsets come from ``Particles.gen_grid(conf)``; ``disp`` adds our
-    displacement (minimal image) converted to [L]; ``vel = a v / (conf.V / 1e3 km/s)``.
+    displacement (minimal image) converted to [L]; ``vel = a v / (conf.V / 1e3 km/s)``
+    (:func:`particles_from_fields`).
     """
     if not isinstance(snapshot, Snapshot):
         raise InputError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
-    pmwd = pmwd_modules()
     spec = grid_from_configuration(conf)
     check_grid(spec, snapshot.grid, snapshot.box_size, "snapshot")
-    dis = snapshot.displacement_field().reshape(3, -1).T.astype(np.float64) / length_unit_mpc_h(conf)
-    vel = snapshot.velocity_field().reshape(3, -1).T.astype(np.float64) * (snapshot.a / velocity_unit_km_s(conf))
-    jnp = jax_module().numpy
-    with pmwd_x64():
-        grid = pmwd.Particles.gen_grid(conf)
-        disp = np.asarray(grid.disp, dtype=np.float64) + dis
-        return pmwd.Particles(conf, grid.pmid, jnp.asarray(disp), vel=jnp.asarray(vel))
+    return particles_from_fields(snapshot.displacement_field(), snapshot.velocity_field(), snapshot.a, conf)
 
 
-def lagrangian_displacement(ptcl) -> np.ndarray:
-    """Displacements [Mpc/h] of pmwd ``Particles`` from their Lagrangian grid points, float64.
+def lagrangian_displacement_jax(ptcl):
+    """Displacements [Mpc/h] of pmwd ``Particles`` from their Lagrangian grid points, as a JAX array.
+
+    Differentiable with respect to ``ptcl.disp``. Computed in JAX's float dtype at the call (float64
+    under ``pmwd_x64()``; :func:`lagrangian_displacement` is this in float64 as NumPy).
 
     Parameters
     ----------
@@ -147,7 +187,7 @@ def lagrangian_displacement(ptcl) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n^3, 3), float64
+    jax.Array, shape (n^3, 3)
         ``(pmid - pmid_grid) * cell_size + disp - disp_grid``, pmid differences taken modulo the
         mesh (minimal image), converted from [L] to Mpc/h.
     """
@@ -158,13 +198,32 @@ def lagrangian_displacement(ptcl) -> np.ndarray:
     n = grid_from_configuration(conf).n
     if len(ptcl) != n**3:
         raise InputError(f"ptcl has {len(ptcl)} particles, the configuration's grid {n}^3 = {n**3}")
+    jnp = jax_module().numpy
+    dtype = jnp.promote_types(ptcl.disp.dtype, jax_float_dtype())  # float64 under x64
     with pmwd_x64():
         grid = pmwd.Particles.gen_grid(conf)
-    mesh = np.asarray(conf.mesh_shape, dtype=np.int64)
-    dpmid = np.asarray(ptcl.pmid, dtype=np.int64) - np.asarray(grid.pmid, dtype=np.int64)
-    dpmid -= mesh * np.round(dpmid / mesh).astype(np.int64)  # pmid may be wrapped or not
-    dis = dpmid * float(conf.cell_size) + (np.asarray(ptcl.disp, np.float64) - np.asarray(grid.disp, np.float64))
-    return dis * length_unit_mpc_h(conf)
+        mesh = jnp.asarray(conf.mesh_shape, dtype=jnp.int64)
+        dpmid = ptcl.pmid.astype(jnp.int64) - grid.pmid.astype(jnp.int64)
+        dpmid = dpmid - mesh * jnp.round(dpmid / mesh).astype(jnp.int64)  # pmid may be wrapped or not
+        dis = dpmid.astype(dtype) * float(conf.cell_size) + (ptcl.disp.astype(dtype) - grid.disp.astype(dtype))
+        return dis * length_unit_mpc_h(conf)
+
+
+def lagrangian_displacement(ptcl) -> np.ndarray:
+    """Displacements [Mpc/h] of pmwd ``Particles`` from their Lagrangian grid points, float64 NumPy.
+
+    Parameters
+    ----------
+    ptcl : pmwd.Particles
+        ``n^3`` particles in ``Particles.gen_grid(ptcl.conf)`` order.
+
+    Returns
+    -------
+    ndarray, shape (n^3, 3), float64
+        :func:`lagrangian_displacement_jax` computed under ``pmwd_x64()``.
+    """
+    with pmwd_x64():
+        return np.asarray(lagrangian_displacement_jax(ptcl), dtype=np.float64)
 
 
 def snapshot_from_particles(ptcl, a: float, cosmology: Cosmology, *, meta: dict | None = None) -> Snapshot:

@@ -1,12 +1,14 @@
 """Tests of the pmwd adapter (emu_backend.adapters.pmwd, pmwd_convert, pmwd_fields) against real pmwd.
 
-pmwd is not on PyPI, so CI cannot install it and this file skips there; install it from its git
-repository (``pip install "emu_backend[pmwd]"``) to run it. The independent references are pmwd
-itself (its modes, LPT, growth table, sigma8 and N-body), our numpy LPT, and JaxPM. pmwd is
-imported through the adapter (never ``import pmwd`` here), so its global x64 switch stays off for
-the other test files of the session. All runs are 16^3 particles with a narrow seeded network
-for the emulator; pmwd's JIT compilation dominates the run time (the N-body comparisons and the
-doc example, which runs the published-size network, are marked slow).
+pmwd is not on PyPI: CI installs the wheel of ../shared/wheels (built unmodified from its repository)
+when that folder is present, users ``pip install "emu_backend[pmwd]"`` (its git repository); where pmwd
+is absent this file skips with the reason. The independent references are pmwd itself (its modes, LPT,
+growth table, sigma8 and N-body), our numpy LPT and NumPy emulator path, JaxPM, and central finite
+differences for the gradients of the differentiable ``emulator_nbody``. pmwd is imported through the
+adapter (never ``import pmwd`` here), so its global x64 switch stays off for the other test files of
+the session. All runs are 16^3 particles (8^3 for the gradient check) with a narrow seeded network
+for the emulator; pmwd's JIT compilation dominates the run time (the N-body comparisons, the
+end-to-end gradient and the doc example, which runs the published-size network, are marked slow).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 import pytest
 
 if importlib.util.find_spec("pmwd") is None:
-    pytest.skip("pmwd is not installed (not on PyPI; CI cannot install it): "
-                "pip install 'emu_backend[pmwd]' to run these tests", allow_module_level=True)
+    # find_spec, not importorskip: importing pmwd here would switch JAX's x64 on for the whole session
+    pytest.skip("pmwd is not installed (not on PyPI): pip install 'emu_backend[pmwd]', or the wheel in "
+                "../shared/wheels, to run these tests", allow_module_level=True)
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL as COSMO  # noqa: E402
 from emu_backend.datatypes import Snapshot
@@ -270,6 +273,122 @@ def test_emulator_nbody_matches_the_emulator_backend(ap, conf, cosmo, lpt_run, s
         ap.emulator_nbody(ptcl, None, cosmo, conf, reverse=True)
 
 
+def test_emulator_nbody_equals_the_numpy_path(ap, conf, cosmo, lpt_run, small_emulator):
+    # the JAX path against the former NumPy path (emulator_nbody_numpy): the same inversion (float64 in
+    # both), the same float32 network on the same tiles; the NumPy path stores ICs and snapshot positions in
+    # float32, so disp differs by float32 position round-off (ulp(31.25) = 1.9e-6 Mpc/h; measured 9.5e-7)
+    # and modulo the box (the NumPy path takes the minimal image, the JAX path does not wrap)
+    _, ptcl, _ = lpt_run
+    new, obsvbl = ap.emulator_nbody(ptcl, "kept", cosmo, conf, emulator=small_emulator)
+    old, _ = ap.emulator_nbody_numpy(ptcl, "kept", cosmo, conf, emulator=small_emulator)
+    assert obsvbl == "kept" and new.conf is conf
+    np.testing.assert_array_equal(np.asarray(new.pmid), np.asarray(old.pmid))
+    d = np.asarray(new.disp, np.float64) - np.asarray(old.disp, np.float64)
+    assert np.abs((d + BOX / 2) % BOX - BOX / 2).max() < 4e-6
+    vel = np.asarray(old.vel, np.float64)
+    np.testing.assert_allclose(np.asarray(new.vel), vel, rtol=0, atol=1e-6 * np.abs(vel).max())  # measured: equal
+
+
+def test_linear_displacement_from_particles_equals_the_numpy_inversion(ap, pmwd, conf, cosmo, lpt_run):
+    # jnp twin against the NumPy operators of our ICs (float64 both; FFT round-off, measured ~1e-15)
+    from emu_backend.ics.linear import displacement_from_density, divergence
+
+    _, ptcl, growth = lpt_run
+    dis = ap.lagrangian_displacement(ptcl).T.reshape(3, N, N, N)
+    psi = dis / growth[1]
+    for _ in range(4):
+        psi = (dis + growth[2] * second_order_displacement(psi, BOX)) / growth[1]
+    ref = displacement_from_density(-divergence(psi, BOX) * ap.pmwd_growth_today(COSMO.omega_m), BOX)
+    got = np.asarray(ap.linear_displacement_from_particles(ptcl, cosmo, conf))
+    assert got.dtype == np.float64 and _rel_rms(got, ref) < 1e-12
+
+
+def test_growth_today_in_jax_is_differentiable(ap):
+    # the JAX path goes through the torch 2F1 (scipy values, exact derivative): the same value as the
+    # float path, and its derivative against a central difference (h^2 truncation ~1e-12, round-off ~1e-10)
+    import jax
+
+    with ap.pmwd_x64():
+        value, grad = jax.jit(jax.value_and_grad(ap.pmwd_growth_today))(jax.numpy.asarray(0.3))
+    assert float(value) == ap.pmwd_growth_today(0.3)
+    h = 1e-6
+    fd = (ap.pmwd_growth_today(0.3 + h) - ap.pmwd_growth_today(0.3 - h)) / (2 * h)
+    assert float(grad) == pytest.approx(fd, rel=1e-8)
+
+
+def test_emulator_nbody_refuses_what_it_cannot_differentiate(ap, pmwd, conf, cosmo, lpt_run):
+    import jax
+
+    from emu_backend.inference import EmuConvention, Emulator
+    from emu_backend.nn.vnet import StyledVNet
+
+    _, ptcl, _ = lpt_run
+    with pytest.raises(InputError, match="emulator_nbody_numpy"):
+        ap.emulator_nbody(ptcl, None, cosmo, conf, emulator=Emulator(EmuConvention(StyledVNet(1, width=4))))
+    with pytest.raises(InputError, match="Omega_k is traced"), ap.pmwd_x64():
+        jax.grad(lambda ok: ap.emulator_nbody(ptcl, None, cosmo.replace(Omega_k_=ok), conf)[0].disp.sum())(0.0)
+    with pytest.raises(InputError, match="ptcl must be pmwd.Particles"):
+        ap.emulator_nbody("particles", None, cosmo, conf)
+
+
+@pytest.mark.slow
+def test_pmwd_pipeline_gradient_equals_finite_differences(ap, pmwd):
+    """modes -> linear_modes -> lpt -> emulator_nbody -> scatter -> loss, jitted, with jax.grad with respect
+    to the white noise and to every leaf of the pmwd Cosmology (A_s_1e9, n_s, Omega_m, Omega_b, h and the
+    transfer, growth and varlin tables of pmwd.boltzmann), along one random direction, against a central
+    difference.
+
+    float64 everywhere (conf.float_dtype, a float64 network). Tolerance 1e-6 relative at h = 1e-6: the
+    truncation (h^2) and round-off (1e-15 / h) are ~1e-9; measured 1.3e-9 (1e-10 along the noise and the
+    cosmology directions separately; 4e-3 at h = 1e-5, where a CIC cell face or a LeakyReLU kink is crossed
+    inside [x - h, x + h], as in tests/test_differentiable.py). The tables are perturbed as leaves rather
+    than recomputed by boltzmann inside the loss, whose adaptive ODE would put its own tolerance into the
+    difference; the velocities (a jump at every LeakyReLU kink, being the network's D-derivative) are checked against
+    torch in tests/test_adapter_jax.py.
+    """
+    import jax
+    import torch
+
+    from emu_backend.inference import Emulator, ZdepConvention
+    from emu_backend.nn.vnet import StyledVNet
+
+    jnp = jax.numpy
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        emu = Emulator(ZdepConvention(StyledVNet(2, width=4)), dtype="float64", memory_format="contiguous")
+    n = 8
+    conf = ap.configuration_from_grid(n, n * 1000 / 512, mesh_factor=1, a_start=A_START, a_stop=1.0,
+                                      a_nbody_maxstep=1 - A_START, float_dtype=np.float64)
+    rng = np.random.default_rng(12)
+    w = rng.normal(size=(n, n, n))
+    tree_map = jax.tree_util.tree_map
+
+    with ap.pmwd_x64():
+        cosmo0 = pmwd.boltzmann(pmwd.Cosmology(conf, A_s_1e9=2.1, n_s=COSMO.n_s, Omega_m=COSMO.omega_m,
+                                               Omega_b=COSMO.omega_b, h=COSMO.h), conf)
+
+        @jax.jit
+        def loss(noise, cosmo):
+            ptcl, obsvbl = pmwd.lpt(pmwd.linear_modes(noise, cosmo, conf), cosmo, conf)
+            ptcl, obsvbl = ap.emulator_nbody(ptcl, obsvbl, cosmo, conf, emulator=emu, tile_size=8)
+            return jnp.sum(w * pmwd.scatter(ptcl, conf))
+
+        noise = jnp.asarray(white_noise(n, 13), dtype=jnp.float64)
+        g_noise, g_cosmo = jax.grad(loss, argnums=(0, 1))(noise, cosmo0)
+        assert isinstance(g_cosmo, pmwd.Cosmology) and float(g_cosmo.Omega_m) != 0
+        assert float(jnp.abs(g_cosmo.growth).max()) > 0
+        d_noise = jnp.asarray(rng.normal(size=(n, n, n)))
+        d_cosmo = tree_map(lambda x: jnp.asarray(rng.normal(size=np.shape(x))) * 0.01 * jnp.abs(x).mean(), cosmo0)
+        ad = float(jnp.vdot(g_noise, d_noise)) + sum(
+            float(jnp.vdot(a, b)) for a, b in zip(jax.tree_util.tree_leaves(g_cosmo),
+                                                   jax.tree_util.tree_leaves(d_cosmo)))
+        h = 1e-6
+        plus = loss(noise + h * d_noise, tree_map(lambda x, d: x + h * d, cosmo0, d_cosmo))
+        minus = loss(noise - h * d_noise, tree_map(lambda x, d: x - h * d, cosmo0, d_cosmo))
+        fd = float(plus - minus) / (2 * h)
+    assert ad == pytest.approx(fd, rel=1e-6)
+
+
 # -- the backend -----------------------------------------------------------------------------------
 def test_backend_registration_and_bad_inputs(ap, ics):
     assert isinstance(get_backend("pmwd", mesh_factor=2), ap.PmwdBackend)
@@ -367,5 +486,6 @@ def test_mixed_use_pmwd_torch_jaxpm(ap, ics, pm_runs, tmp_path, small_emulator):
 def test_doc_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert blocks, f"no python block in {DOC}"
+    namespace = {}  # the blocks continue each other
     for code in blocks:
-        exec(compile(code, str(DOC), "exec"), {})
+        exec(compile(code, str(DOC), "exec"), namespace)
