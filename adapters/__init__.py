@@ -1,6 +1,8 @@
-"""Adapters to the cosmology ecosystem (classy, pmwd, JaxPM, nbodykit, halotools); each imported lazily."""
+"""Adapters to the cosmology ecosystem (classy, pmwd, JaxPM, JAX, nbodykit, halotools); each imported lazily."""
 # classy: emu_backend.adapters.classy.ClassPower (linear P(k, z), growth, transfer from CLASS; extra 'class', imported lazily)
 # jaxpm: emu_backend.adapters.jaxpm.JaxPMBackend (simulator backend "jaxpm": PM N-body with JaxPM; extra 'jaxpm'; get_backend imports it lazily, jax imported only on use)
+# jax: emu_backend.adapters.jax.jax_forward_model / jax_emulator (the differentiable forward model and emulator as JAX
+#   functions: custom_vjp over pure_callback into torch, bridge in .jax_bridge; extra 'jax', jax imported only on use)
 # pmwd: emu_backend.adapters.pmwd.PmwdBackend (simulator backend "pmwd"; get_backend imports it lazily) and emulator_nbody
 #   (drop-in for pmwd.nbody); conversions of Configuration/Cosmology in .pmwd_convert, of modes/Particles in .pmwd_fields;
 #   extra 'pmwd' (git install); jax/pmwd imported only on use, pmwd's global x64 switch restored (pmwd_x64() scopes it)

@@ -25,20 +25,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..checks import check_bool, check_positive, check_reals
-from ..cosmology.growth import growth_factor
-from ..differentiable import PARAMETERS, ForwardModel, emulate_box
+from ..differentiable import PARAMETERS, ForwardModel, default_tile_size, emulated_fields
 from ..errors import InputError
 from ..inference import Emulator, ZdepConvention, default_emulator
 from ..inference.tiling import check_tile_size
-from ..nn.normalisation import DIS_STD_MPC_H, velocity_norm
 from .jax_bridge import concrete_float, jax_float_dtype, jax_module, torch_callable
 
 __all__ = ["jax_forward_model", "jax_emulator"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest default output tile side (ForwardModel's default: the grid rounded up to 8, at most 32).
-_DEFAULT_TILE_MAX = 32
 
 
 def _as_scalar(jnp, value, name: str, dtype):
@@ -122,24 +117,16 @@ def jax_forward_model(fm: ForwardModel) -> Callable:
 def _emulator_fields(emu: Emulator, box_size: float, zs: tuple, tile_size: int | None, velocity: bool,
                      allow_extrapolation: bool, recompute: bool, single: bool):
     """The torch function ``(psi, omega_m) -> (displacement[, velocity])`` behind :func:`jax_emulator`."""
-    net = emu.model.net
 
     def run(psi, omega_m):
         om = omega_m.to(device=emu.device, dtype=torch.float64)
         n = int(psi.shape[-1])
         emu.model.domain.check(float(om.detach()), zs, box_size, n, allow_extrapolation)
-        tile = tile_size or min(_DEFAULT_TILE_MAX, -(-n // 8) * 8)
-        x = psi.to(device=emu.device, dtype=emu.dtype)
-        dis, vel = [], []
-        for z in zs:
-            dz = growth_factor(z, om).to(emu.dtype)
-            out, dout = emulate_box(net, x, om.to(emu.dtype), dz, tile_size=tile, velocity=velocity,
-                                    recompute=recompute)
-            dis.append(out * DIS_STD_MPC_H)
-            if velocity:
-                vel.append(dout * velocity_norm(z, om).to(emu.dtype))
-        fields = (dis, vel) if velocity else (dis,)
-        return tuple(f[0] if single else torch.stack(f) for f in fields)
+        fields = emulated_fields(emu.model.net, psi.to(device=emu.device, dtype=emu.dtype), om, zs,
+                                 tile_size=tile_size or default_tile_size(n), velocity=velocity, recompute=recompute)
+        dis, vel = [f[0] for f in fields], [f[1] for f in fields]
+        stacked = (dis, vel) if velocity else (dis,)
+        return tuple(f[0] if single else torch.stack(f) for f in stacked)
 
     return run
 

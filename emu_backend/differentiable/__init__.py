@@ -4,8 +4,10 @@ the cosmological parameters (:class:`ForwardModel`), for field-level inference.
 See docs/differentiable.md.
 """
 
+from .fields import default_tile_size, emulated_fields
 from .forward import OUTPUTS, PARAMETERS, ForwardModel
 from .linear import linear_fields
 from .tiles import emulate_box, periodic_gather
 
-__all__ = ["ForwardModel", "OUTPUTS", "PARAMETERS", "emulate_box", "linear_fields", "periodic_gather"]
+__all__ = ["ForwardModel", "OUTPUTS", "PARAMETERS", "default_tile_size", "emulate_box", "emulated_fields",
+           "linear_fields", "periodic_gather"]

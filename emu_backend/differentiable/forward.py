@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from ..checks import check_bool, check_choice, check_int, check_positive, check_reals
-from ..cosmology.growth import growth_factor, hubble
+from ..cosmology.growth import hubble
 from ..cosmology.linear_power import eisenstein_hu_power
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..datatypes.snapshot import lagrangian_grid
@@ -32,9 +32,8 @@ from ..errors import InputError
 from ..inference import Emulator, ZdepConvention, default_emulator
 from ..inference.tiling import check_tile_size
 from ..mesh.paint import check_window, paint
-from ..nn.normalisation import DIS_STD_MPC_H, velocity_norm
+from .fields import default_tile_size, emulated_fields
 from .linear import linear_fields
-from .tiles import emulate_box
 
 __all__ = ["ForwardModel", "OUTPUTS", "PARAMETERS"]
 
@@ -44,10 +43,6 @@ log = logging.getLogger(__name__)
 OUTPUTS = ("displacement", "velocity", "density", "rsd_density")
 #: Cosmological parameters a call may pass (as floats or tensors); the others come from ``cosmology``.
 PARAMETERS = ("omega_m", "omega_b", "h", "n_s", "sigma8")
-
-
-def _default_tile(grid: int) -> int:
-    return min(32, -(-grid // 8) * 8)
 
 
 class ForwardModel:
@@ -113,7 +108,7 @@ class ForwardModel:
         self.cosmology = QUIJOTE_FIDUCIAL if cosmology is None else cosmology
         if not isinstance(self.cosmology, Cosmology):
             raise InputError(f"cosmology must be a Cosmology, got {type(self.cosmology).__name__}")
-        self.tile_size = _default_tile(self.grid) if tile_size is None else check_tile_size(tile_size, "tile_size")
+        self.tile_size = default_tile_size(self.grid) if tile_size is None else check_tile_size(tile_size, "tile_size")
         self.n_mesh = self.grid if n_mesh is None else check_int(n_mesh, "n_mesh", 2)
         self.window = check_window(window)
         self.los = check_choice(los, "los", (0, 1, 2))
@@ -187,19 +182,14 @@ class ForwardModel:
             raise InputError("noise contains non-finite values")
         p = self.parameters(**params)
         psi = self.linear_displacement(noise.to(self.device), p)
-        om = p["omega_m"].to(self.dtype)
         need_velocity = self.output in ("velocity", "rsd_density")
         outs = []
-        for z in self.zs:
-            dz = growth_factor(z, p["omega_m"]).to(self.dtype)
-            out, dout = emulate_box(self.net, psi, om, dz, tile_size=self.tile_size, velocity=need_velocity,
-                                    recompute=self.recompute)
-            dis = out * DIS_STD_MPC_H
+        fields = emulated_fields(self.net, psi, p["omega_m"], self.zs, tile_size=self.tile_size,
+                                 velocity=need_velocity, recompute=self.recompute)
+        for z, (dis, vel) in zip(self.zs, fields):
             if self.output == "displacement":
                 outs.append(dis)
-                continue
-            vel = None if dout is None else dout * velocity_norm(z, p["omega_m"]).to(self.dtype)
-            if self.output == "velocity":
+            elif self.output == "velocity":
                 outs.append(vel)
             elif self.output == "density":
                 outs.append(self._density(dis))
