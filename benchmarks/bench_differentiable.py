@@ -19,7 +19,7 @@ The networks have seeded random weights: the cost of a network of that width, no
 ``--smoke`` runs the smallest sizes that exercise every code path, for CI; its numbers mean nothing.
 
 Usage: python benchmarks/bench_differentiable.py [--grid 32] [--widths 8 64] [--tiles 8 16 32]
-       [--pmwd-steps 32] [--repeat 1] [--smoke]
+       [--pmwd-steps 32] [--repeat 1] [--no-warm-up] [--smoke]
 """
 
 from __future__ import annotations
@@ -205,6 +205,7 @@ def main() -> None:
     p.add_argument("--pmwd-steps", type=int, default=32, help="pmwd N-body steps (0 skips pmwd)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-warm-up", action="store_true", help="time the first call (long runs: warm-up is noise)")
     p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI)")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -214,9 +215,9 @@ def main() -> None:
         args.child = [int(v) for v in args.child[:3]] + [args.child[3]]
         _peak_child(args)
         return
+    global WARM_UP
+    WARM_UP = not (args.smoke or args.no_warm_up)
     if args.smoke:
-        global WARM_UP
-        WARM_UP = False
         args.grid, args.widths, args.tiles, args.tile, args.pmwd_steps, args.repeat = 8, [2], [8], 8, 2, 1
     tile = args.tile or args.grid
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
