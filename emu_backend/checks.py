@@ -33,6 +33,17 @@ def _is_real(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
+def _scalar(value):
+    """``value`` as a plain number where it is a NumPy one: a 0-d array of numbers as its scalar, and a
+    float narrower than float64 as the float64 of its shortest decimal form (``np.float32(0.3)`` ->
+    ``0.3``, the number its writer meant, not ``0.30000001192...``); anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8 and np.isfinite(value):
+        return float(str(value))
+    return value
+
+
 def _label(name: str, unit: str | None) -> str:
     return name if unit is None else f"{name} [{unit}]"
 
@@ -44,7 +55,7 @@ def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, 
     Parameters
     ----------
     value : object
-        The argument to check (bools are refused).
+        The argument to check: a Python or NumPy number, or a 0-d NumPy array of one (bools are refused).
     key : str
         Its name in the error message.
     lo, hi : float
@@ -65,6 +76,7 @@ def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, 
     emu_backend.errors.InputError: a must be a scale factor in [0, 1], got 2.0
     """
     label = _label(key, unit)
+    value = _scalar(value)
     finite = _is_real(value) and math.isfinite(float(value))
     v = float(value) if finite else math.nan
     inside = finite and not ((v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi))
@@ -111,7 +123,7 @@ def check_reals(values, name: str, lo: float = -math.inf, hi: float = math.inf, 
 
 
 def check_positive(value, name: str, *, unit: str | None = None, what: str | None = None) -> float:
-    """``value`` as a float if it is a finite real number > 0, else :class:`InputError`.
+    """``value`` as a float if it is a finite real number > 0 (or a 0-d array of one), else :class:`InputError`.
 
     ``unit`` is shown after the name; ``what`` replaces "a finite number > 0" in the message.
 
@@ -124,6 +136,7 @@ def check_positive(value, name: str, *, unit: str | None = None, what: str | Non
     ...
     emu_backend.errors.InputError: box_size [Mpc/h] must be a finite number > 0, got 0.0
     """
+    value = _scalar(value)
     if not _is_real(value) or not math.isfinite(float(value)) or value <= 0:
         raise InputError(f"{_label(name, unit)} must be {what or 'a finite number > 0'}, got {value!r}")
     return float(value)

@@ -611,6 +611,7 @@ CASES = [
 CASES += reliability_cases(Case)  # untrusted weight files, resumed runs
 CASES += __import__("_writer_inputs").reliability_cases(Case)  # output paths, locks, a full disk
 CASES += __import__("_quijote_inputs").reliability_cases(Case)  # Quijote IDs that cannot be placed, download layouts
+CASES += __import__("_resource_inputs").reliability_cases(Case)  # memory, sizes, predict inputs, out arrays, ranges
 
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 __all__ = ["EXIT_OK", "EXIT_THRESHOLD_MISSED", "EXIT_ERROR", "EXIT_INTERRUPTED", "BANNER", "float_list",
-           "with_banner", "on_terminal", "add_emulator_arguments", "SpelledAs", "key_as_written"]
+           "with_banner", "on_terminal", "add_emulator_arguments", "add_memory_argument", "SpelledAs", "key_as_written"]
 
 #: Exit status: success; ``validate`` only: a threshold missed; bad input (any package error, usage
 #: errors); interrupted (Ctrl-C).
@@ -61,6 +61,13 @@ def key_as_written(args: argparse.Namespace, dest: str) -> str:
     """The config key of the flag written for ``dest``: ``--tile`` -> ``"tile"``; ``dest`` if none."""
     option = (getattr(args, "spelled_as", None) or {}).get(dest)
     return option.lstrip("-").replace("-", "_") if option else dest
+
+
+def add_memory_argument(p, default: bool | None = None) -> None:
+    """``--ignore-memory-check`` (dest ``check_memory``, False when given; else ``default``): run although
+    the estimated peak memory exceeds the available memory (:mod:`emu_backend.inference.memory`)."""
+    p.add_argument("--ignore-memory-check", dest="check_memory", action="store_false", default=default,
+                   help="run even when the estimated peak memory exceeds the available memory")
 
 
 def add_emulator_arguments(p, *, tile_size_default: int | None = None, batch_size_default: int | None = None,

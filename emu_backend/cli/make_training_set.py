@@ -24,7 +24,7 @@ from ..pipelines.make_training_set import (
     TrainingSetConfig,
     build_training_set,
 )
-from ._common import EXIT_OK, float_list, on_terminal
+from ._common import EXIT_OK, add_memory_argument, float_list, on_terminal
 
 __all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
@@ -71,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="linear P(k): eh (Eisenstein & Hu, default) or class (needs classy)")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute every sample even if the folder holds a set with other settings")
+    add_memory_argument(p, default=True)
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -96,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> TrainingSetConfig:
     z = DEFAULT_Z if args.z is None else tuple(v for group in args.z for v in group)
     return TrainingSetConfig(out=args.out, n_sims=args.n_sims, grid=args.grid, z=z, backend=args.backend,
                              backend_options=_backend_options(args), seed=args.seed, vary_all=args.vary_all,
-                             ranges=ranges, power=args.power, overwrite=args.overwrite)
+                             ranges=ranges, power=args.power, overwrite=args.overwrite,
+                             check_memory=args.check_memory)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import logging
 
 from ..inference.acceleration import COMPILE_MODES, PRECISIONS
 from ..pipelines.predict import PredictConfig, predict
-from ._common import EXIT_OK, add_emulator_arguments, on_terminal, with_banner
+from ._common import EXIT_OK, add_emulator_arguments, add_memory_argument, on_terminal, with_banner
 
 __all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
@@ -52,11 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: eager)")
     p.add_argument("--no-velocity", dest="velocity", action="store_false", help="displacement only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs, discard partial files")
+    add_memory_argument(p, default=True)
 
 
 #: Flags that are PredictConfig keys of the same name (``dest``).
 _KEYS = ("input", "output", "omega_m", "weights", "tile_size", "batch_size", "device", "box_size", "precision",
-         "compile_mode", "velocity", "overwrite", "allow_extrapolation")
+         "compile_mode", "velocity", "overwrite", "allow_extrapolation", "check_memory")
 
 
 def config_from_args(args: argparse.Namespace) -> PredictConfig:

@@ -20,6 +20,7 @@ from ..pipelines.run_config import config_from_mapping, load_toml
 from ._common import (
     EXIT_OK,
     add_emulator_arguments,
+    add_memory_argument,
     float_list,
     key_as_written,
     on_terminal,
@@ -60,12 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-amplitude", dest="fixed_amplitude", action="store_true", default=None,
                    help="fixed-amplitude noise (Quijote 'fixed')")
     p.add_argument("--paired", action="store_true", default=None, help="phase-flipped noise (Quijote 'paired')")
+    add_memory_argument(p)
 
 
 #: Flags that are config keys of the same name (``dest``).
 _KEYS = ("grid", "box_size", "seed", "z", "a", "backend", "weights", "tile_size", "batch_size", "device",
          "allow_extrapolation", "format", "out", "overwrite", "n_files", "length_unit", "plot", "baseline",
-         "power", "fixed_amplitude", "paired")
+         "power", "fixed_amplitude", "paired", "check_memory")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -21,7 +21,7 @@ import logging
 
 from ..pipelines.train import TrainJobConfig, train_on_files
 from ..training.config import TrainConfig
-from ._common import EXIT_OK
+from ._common import EXIT_OK, add_memory_argument
 
 __all__ = ["NAME", "HELP", "add_arguments", "handle", "config_from_args"]
 
@@ -64,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="with --no-resume: start over in a used --out folder")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    add_memory_argument(p, default=True)
 
 
 #: Flags that are TrainConfig keys of the same name (``dest``); unset ones keep TrainConfig's defaults.
@@ -75,7 +76,8 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
     """The :class:`TrainJobConfig` of parsed ``train`` flags."""
     train = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_KEYS if getattr(args, k) is not None})
     return TrainJobConfig(data=args.data, out=args.out, train=train, val_files=args.val_files or None,
-                          val_fraction=args.val_fraction, resume=args.resume, overwrite=args.overwrite)
+                          val_fraction=args.val_fraction, resume=args.resume, overwrite=args.overwrite,
+                          check_memory=args.check_memory)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ class Cosmology:
     A_s : float or None
         Primordial amplitude at k = 0.05 1/Mpc (used by CLASS-based providers).
     name : str
-        Label kept in output files.
+        Label kept in output files (a string).
 
     Examples
     --------
@@ -73,6 +73,8 @@ class Cosmology:
             check("sigma8", 0.0, 3.0)
         if self.A_s is not None:
             check("A_s", 0.0, 1e-7)
+        if not isinstance(self.name, str):
+            raise InputError(f"Cosmology.name must be a string (a label), got {self.name!r}")
 
     # -- derived values -------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ from ..errors import InputError
 from .grid import check_displacement, check_field
 from .linear import (
     Convention,
+    check_box_size,
     default_box_size,
     displacement_from_density,
     divergence,
@@ -162,6 +163,8 @@ class InitialConditions:
         if power is None:
             power = EisensteinHuPower(cosmology)
         box = default_box_size(n) if box_size is None and isinstance(n, numbers.Integral) else box_size
+        if box_size is not None:
+            box = check_box_size(box_size)  # before the noise is drawn
         noise = white_noise(n, seed, fixed_amplitude=fixed_amplitude, paired=paired)
         delta, psi, box = linear_arrays(noise, power, box, convention=convention)
         prov = {

@@ -45,12 +45,35 @@ __all__ = [
     "divergence",
     "default_box_size",
     "linear_arrays",
+    "check_box_size",
+    "BOX_SIZE_RANGE_MPC_H",
 ]
 
 logger = logging.getLogger(__name__)
 
 Convention = Literal["fourier", "reference"]
 _CONVENTIONS = ("fourier", "reference")
+
+
+#: Box sides [Mpc/h] a linear field is made in: 1 kpc/h to 10^6 Mpc/h (a hundred times the comoving
+#: horizon), where the cell volume ``(L/n)^3``, ``|k|^2`` and ``P(k) L^3`` stay far inside float64.
+BOX_SIZE_RANGE_MPC_H = (1e-3, 1e6)
+
+
+def check_box_size(box_size) -> float:
+    """``box_size`` [Mpc/h] as a float if it is in :data:`BOX_SIZE_RANGE_MPC_H`, else :class:`InputError`.
+
+    Examples
+    --------
+    >>> check_box_size(1000)
+    1000.0
+    """
+    box = check_positive(box_size, "box_size", unit="Mpc/h")
+    lo, hi = BOX_SIZE_RANGE_MPC_H
+    if not lo <= box <= hi:
+        raise InputError(f"box_size [Mpc/h] = {box_size!r} is outside the range a linear field is made in, "
+                         f"[{lo:g}, {hi:g}] Mpc/h")
+    return box
 
 
 def default_box_size(n: int) -> float:
@@ -85,7 +108,7 @@ def _spectra(noise, power, box_size, convention):
         raise InputError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
     arr = check_field(noise, "noise")
     n = arr.shape[0]
-    box = default_box_size(n) if box_size is None else check_positive(box_size, "box_size", unit="Mpc/h")
+    box = default_box_size(n) if box_size is None else check_box_size(box_size)
     dv = (box / n) ** 3
     noise_k = scipy.fft.rfftn(arr.astype(np.float64, copy=False))
     if convention == "reference":

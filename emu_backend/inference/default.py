@@ -44,7 +44,8 @@ def default_weights_path():
 
 
 def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = False, *,
-                     precision: str = "fp32", compile_mode: str | None = None) -> Emulator:
+                     precision: str = "fp32", compile_mode: str | None = None,
+                     check_memory: bool = True) -> Emulator:
     """The shipped emulator (map2map_zdep convention), or an untrained stand-in with a warning.
 
     The arguments are those of :class:`Emulator`.
@@ -55,7 +56,7 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
     path = default_weights_path()
     if path is not None:
         emu = Emulator.from_checkpoint(path, device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
-                                       precision=precision, compile_mode=compile_mode)
+                                       precision=precision, compile_mode=compile_mode, check_memory=check_memory)
         net = emu.model.networks["displacement"]
         log.warning(SHIPPED_WEIGHTS_NOTE, net.arch.width)
         return emu
@@ -64,13 +65,14 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
         torch.manual_seed(0)
         net = StyledVNet(style_size=2)
     emu = Emulator(ZdepConvention(net), device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
-                   source="untrained-random-seed0", precision=precision, compile_mode=compile_mode)
+                   source="untrained-random-seed0", precision=precision, compile_mode=compile_mode,
+                   check_memory=check_memory)
     emu.untrained = True
     return emu
 
 
 def load_emulator(weights=None, *, device="cpu", dtype="float32", allow_extrapolation: bool = False,
-                  precision: str = "fp32", compile_mode: str | None = None) -> Emulator:
+                  precision: str = "fp32", compile_mode: str | None = None, check_memory: bool = True) -> Emulator:
     """The emulator a user asks for: a weights file, or the shipped default when ``weights`` is None.
 
     The one place where user options (command line, run configs, simulator backends) become an
@@ -92,6 +94,8 @@ def load_emulator(weights=None, *, device="cpu", dtype="float32", allow_extrapol
         Network arithmetic (see :mod:`emu_backend.inference.acceleration`).
     compile_mode : str, optional
         ``torch.compile`` mode; None: eager.
+    check_memory : bool
+        Refuse runs whose estimated peak memory does not fit (see :class:`Emulator`); False runs anyway.
 
     Returns
     -------
@@ -111,7 +115,7 @@ def load_emulator(weights=None, *, device="cpu", dtype="float32", allow_extrapol
     'cpu'
     """
     options = {"device": device, "dtype": dtype, "allow_extrapolation": allow_extrapolation,
-               "precision": precision, "compile_mode": compile_mode}
+               "precision": precision, "compile_mode": compile_mode, "check_memory": check_memory}
     if weights is None:
         return default_emulator(**options)
     return Emulator.from_checkpoint(weights, **options)

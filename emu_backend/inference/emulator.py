@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +16,22 @@ from tqdm.auto import tqdm
 from ..checkpoints.jax_port import read_jax_npz
 from ..checkpoints.native import is_model_file, load_model_file, save_model_file
 from ..checkpoints.published import check_state_dict, extract_state_dict, infer_arch, read_torch_file
-from ..checks import check_choice, check_int, check_positive, check_real, check_reals
+from ..checks import check_bool, check_choice, check_int, check_positive, check_real, check_reals
 from ..errors import CheckpointError, InputError
 from ..nn import StyledVNet
 from .acceleration import check_run_options, precision_context
 from .domain import TrainingDomain
+from .memory import MemoryEstimate, check_memory, tile_pass_estimate
 from .models import EmuConvention, ModelConvention, ZdepConvention
-from .tiling import Tile, TilePlan, periodic_read
+from .run_arrays import (
+    SCAN_ROWS,
+    as_field,
+    check_destinations,
+    check_field,
+    check_finite_field,
+    check_finite_tiles,
+)
+from .tiling import PAD, Tile, TilePlan, periodic_read
 
 __all__ = ["Emulator", "Prediction", "RunPlan", "MODEL_KINDS"]
 
@@ -80,22 +90,6 @@ class RunPlan:
     batch_size: int
 
 
-def _check_field(dis) -> tuple:
-    shape = tuple(getattr(dis, "shape", ()))
-    if len(shape) != 4 or shape[0] != 3 or any(n < 8 for n in shape[1:]):
-        raise InputError(f"linear displacement must have shape (3, N0, N1, N2) with every N >= 8, got {shape}")
-    dtype = np.dtype(getattr(dis, "dtype", np.float64))
-    if dtype.kind != "f":
-        raise InputError(f"linear displacement must be floating point, got dtype {dtype}")
-    for i in range(0, shape[1], 64):  # chunked, so a memory map is not read whole
-        block = np.asarray(dis[:, i:i + 64])
-        if not np.isfinite(block).all():
-            bad = np.argwhere(~np.isfinite(block))[0]
-            bad[1] += i
-            raise InputError(f"linear displacement holds a non-finite value {block[tuple(bad - [0, i, 0, 0])]} at index {tuple(int(b) for b in bad)}")
-    return shape
-
-
 #: Activation layouts of :class:`Emulator` (``memory_format``).
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 
@@ -128,6 +122,10 @@ class Emulator:
     compile_mode : str, optional
         A ``torch.compile`` mode for the networks (``"default"``, ``"reduce-overhead"`` = CUDA
         graphs, ...); None (default) runs eagerly.
+    check_memory : bool
+        Before a run, estimate its peak memory (:meth:`memory_estimate`) and refuse one that does not
+        fit in the available memory with :class:`~emu_backend.errors.ResourceError` (default); False
+        runs anyway.
 
     Examples
     --------
@@ -140,7 +138,8 @@ class Emulator:
 
     def __init__(self, model: ModelConvention, *, device="cpu", dtype="float32",
                  allow_extrapolation: bool = False, checksum: str = "", source: str = "",
-                 memory_format: str = "auto", precision: str = "fp32", compile_mode: str | None = None):
+                 memory_format: str = "auto", precision: str = "fp32", compile_mode: str | None = None,
+                 check_memory: bool = True):
         check_choice(memory_format, "memory_format", ["auto", *sorted(MEMORY_FORMATS)])
         if isinstance(dtype, str):
             dtype = _DTYPES[check_choice(dtype, "dtype", sorted(_DTYPES))]
@@ -150,6 +149,9 @@ class Emulator:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise InputError(f"unknown device {device!r}") from exc
+        if self.device.type == "meta":
+            raise InputError(f"device {device!r} holds shapes but no values and cannot run the emulator; use 'cpu' "
+                             f"or 'cuda'")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available")
         self.dtype = dtype
@@ -163,6 +165,7 @@ class Emulator:
             net.to(memory_format=MEMORY_FORMATS[memory_format])
         self.model.compile(compile_mode)
         self.allow_extrapolation = allow_extrapolation
+        self.check_memory = check_bool(check_memory, "check_memory")
         self.checksum = checksum
         self.source = source
         self.untrained = False  # True for the random stand-in of default_emulator()
@@ -172,7 +175,7 @@ class Emulator:
     def from_checkpoint(cls, path, model: str = "auto", *, velocity_checkpoint=None, device="cpu",
                         dtype="float32", allow_extrapolation: bool = False, allow_pickle: bool = False,
                         memory_format: str = "auto", precision: str = "fp32",
-                        compile_mode: str | None = None) -> "Emulator":
+                        compile_mode: str | None = None, check_memory: bool = True) -> "Emulator":
         """Load an emulator from a file.
 
         Parameters
@@ -184,7 +187,7 @@ class Emulator:
             published ``.pt`` whose style size picks zdep (2) or emu (1).
         velocity_checkpoint : str or Path, optional
             For ``emu``: the v2v network's file (velocities are unavailable without it).
-        device, dtype, allow_extrapolation, memory_format, precision, compile_mode
+        device, dtype, allow_extrapolation, memory_format, precision, compile_mode, check_memory
             See :class:`Emulator`.
         allow_pickle : bool
             Unpickle arbitrary objects in published ``.pt`` and JAX-port ``.npz`` files (only for files you trust).
@@ -193,7 +196,8 @@ class Emulator:
             raise InputError(f"model must be one of {MODEL_KINDS}, got {model!r}")
         path = Path(path)
         kw = dict(device=device, dtype=dtype, allow_extrapolation=allow_extrapolation, source=str(path),
-                  memory_format=memory_format, precision=precision, compile_mode=compile_mode)
+                  memory_format=memory_format, precision=precision, compile_mode=compile_mode,
+                  check_memory=check_memory)
         if model == "jax" or (model == "auto" and path.suffix == ".npz"):
             sd = read_jax_npz(path, allow_pickle)
             return cls(ZdepConvention(cls._strict_net(sd, str(path), style_size=2)), **kw)
@@ -247,9 +251,10 @@ class Emulator:
 
         Parameters
         ----------
-        linear_displacement : array-like
+        linear_displacement : array-like or Tensor
             (3, N0, N1, N2) linear Zel'dovich displacement at z = 0 [Mpc/h] on the trained grid
-            (1000/512 Mpc/h per cell); ndarray, memory map or h5py dataset (read tile by tile).
+            (1000/512 Mpc/h per cell); ndarray, memory map or h5py dataset (read tile by tile), or a
+            CPU or CUDA tensor (its values are copied to the host).
         omega_m : float
             Matter density of the cosmology.
         z : float or sequence of float
@@ -265,7 +270,8 @@ class Emulator:
             Box side [Mpc/h]; checked against the trained cell size when given.
         out : list of (array-like, array-like or None), optional
             Per redshift, destinations (3, N0, N1, N2) for displacement and velocity (memory maps
-            or h5py datasets for boxes larger than memory).
+            or h5py datasets for boxes larger than memory): floating point, writable, and sharing
+            memory neither with each other nor with the input.
         progress : bool
             Show a progress bar (only on a terminal).
 
@@ -273,10 +279,27 @@ class Emulator:
         -------
         Prediction or list of Prediction
             One per redshift (a list when ``z`` is a sequence).
+
+        Raises
+        ------
+        InputError, DomainError
+            A bad argument, or one outside the training domain without ``allow_extrapolation``.
+        ResourceError
+            The estimated peak memory (the tile pass, and the outputs when ``out`` is None) does not
+            fit in the available memory, unless the emulator was made with ``check_memory=False``.
+        ComputationError
+            The network returned NaN or inf for a tile (finite but absurd input); names the tile.
         """
+        linear_displacement = as_field(linear_displacement)
+        shape = tuple(getattr(linear_displacement, "shape", ()))
+        try:
+            n_out = int(np.size(z)) * (2 if velocity else 1)
+        except (TypeError, ValueError):  # plan names what is wrong with z
+            n_out = 0
+        output_bytes = n_out * math.prod(shape) * 4 if out is None and len(shape) == 4 else 0
         rp = self.plan(linear_displacement, omega_m, z, velocity=velocity, tile_size=tile_size,
-                       batch_size=batch_size, box_size=box_size)
-        out = self._check_out(rp, out)
+                       batch_size=batch_size, box_size=box_size, output_bytes=output_bytes)
+        out = self._check_out(rp, out, source=linear_displacement)
         single = np.ndim(z) == 0
 
         bar = tqdm(total=len(rp.tiles), desc="tiles", unit="tile", disable=not (progress and sys.stderr.isatty()))
@@ -317,6 +340,7 @@ class Emulator:
         -------
         iterator of list of Tile
         """
+        linear_displacement = as_field(linear_displacement)
         rp = self.plan(linear_displacement, omega_m, z, velocity=velocity, tile_size=tile_size,
                        batch_size=batch_size, box_size=box_size)
         return self.run_plan(linear_displacement, rp, out, start_tile=start_tile, stop_tile=stop_tile,
@@ -339,6 +363,7 @@ class Emulator:
             raise InputError(f"plan must be a RunPlan from Emulator.plan, got {type(plan).__name__}")
         if out is None:
             raise InputError("out is required: one (displacement, velocity) pair per redshift")
+        linear_displacement = as_field(linear_displacement)
         shape = tuple(getattr(linear_displacement, "shape", ()))
         if shape != plan.shape:
             raise InputError(f"linear displacement of shape {shape} does not match the plan's {plan.shape}")
@@ -347,16 +372,20 @@ class Emulator:
         start_tile = check_int(start_tile, "start_tile", 0, stop_tile)
         out_offset = check_int(out_offset, "out_offset", 0)
         rows = plan.tiles.rows(start_tile, stop_tile) if start_tile < stop_tile else (out_offset, out_offset)
-        out = self._check_out(plan, out, rows, out_offset)
+        out = self._check_out(plan, out, rows, out_offset, source=linear_displacement)
         return self._run_batches(linear_displacement, plan, out, start_tile, stop_tile, out_offset)
 
     def plan(self, linear_displacement, omega_m: float, z, *, velocity: bool = True, tile_size: int = 128,
-             batch_size: int = 1, box_size: float | None = None) -> RunPlan:
+             batch_size: int = 1, box_size: float | None = None, output_bytes: int = 0) -> RunPlan:
         """Check the arguments of :meth:`predict` and return the run's plan; computes nothing.
 
         Only the field's shape and dtype are read, and its values (block by block) for finiteness.
         Raises the errors :meth:`predict` would raise for these arguments (:class:`InputError`,
-        :class:`~emu_backend.errors.DomainError`).
+        :class:`~emu_backend.errors.DomainError`), and, unless the emulator was made with
+        ``check_memory=False``, :class:`~emu_backend.errors.ResourceError` when the estimated peak
+        memory of the run (:meth:`memory_estimate`, plus ``output_bytes`` of the caller's in-memory
+        outputs [bytes]) does not fit in the available memory; the check comes before the input is
+        scanned.
 
         Examples
         --------
@@ -366,7 +395,8 @@ class Emulator:
         >>> rp.zs, len(rp.tiles)
         ((0.0, 1.0), 8)
         """
-        shape = _check_field(linear_displacement)
+        linear_displacement = as_field(linear_displacement)
+        shape = check_field(linear_displacement)
         zs = check_reals(z, "z", -1.0, lo_open=True, item="redshift")
         omega_m = check_real(omega_m, "omega_m", 0.0, 1.0, lo_open=True, what="finite and in (0, 1]")
         if box_size is not None:
@@ -379,33 +409,54 @@ class Emulator:
         self.model.domain.check(omega_m, zs, box_size, shape[1] if box_size is not None else None,
                                 self.allow_extrapolation)
         tiles = TilePlan(shape[1:], tile_size)
+        if self.check_memory:
+            check_memory(self.memory_estimate(shape, tiles.tile, batch_size, velocity, host_bytes=output_bytes))
+        check_finite_field(linear_displacement, shape)
         log.info("emulating %s box at z=%s, Om=%.4f: %d tiles of %d^3 on %s (%s)", shape[1:], zs, omega_m,
                  len(tiles), tiles.tile, self.device, str(self.dtype).replace("torch.", ""))
         return RunPlan(shape, tuple(zs), omega_m, tiles, bool(velocity), batch_size)
 
-    @staticmethod
-    def _check_out(rp: RunPlan, out, rows=None, offset: int = 0):
-        """Destinations ``out`` checked against the plan (allocated in memory when None).
+    def memory_estimate(self, shape, tile_size: int, batch_size: int = 1, velocity: bool = True, *,
+                        host_bytes: int = 0) -> MemoryEstimate:
+        """The peak memory of emulating a box of ``shape`` (3, N0, N1, N2) tile by tile.
 
-        ``rows``: the box rows ``[lo, hi)`` along axis 0 the computed tiles cover; ``out`` holds
-        rows ``[offset, offset + M)``.
+        One batch of the largest input tiles (``min(tile_size, N)`` rounded up to 8, plus 96 cells per
+        axis) through the network, with the model's width, velocity mode, dtype and device
+        (:func:`~emu_backend.inference.memory.tile_pass_estimate`), plus one block of the input's
+        finiteness scan and ``host_bytes`` [bytes] the caller holds. The box itself is not counted:
+        the input and the outputs may be memory maps or files.
+
+        Examples
+        --------
+        >>> from emu_backend.nn import StyledVNet
+        >>> from emu_backend.inference.memory import format_bytes
+        >>> emu = Emulator(ZdepConvention(StyledVNet(2, width=8)))
+        >>> format_bytes(emu.memory_estimate((3, 512, 512, 512), 128, 27).host_bytes)
+        '105 GiB'
         """
-        shape, velocity = rp.shape, rp.velocity
+        tiles = TilePlan(tuple(shape[1:]), tile_size)
+        net = self.model.networks["displacement"]
+        itemsize = 8 if self.dtype == torch.float64 else 4
+        scan = 3 * min(SCAN_ROWS, tiles.shape[0]) * tiles.shape[1] * tiles.shape[2] * (itemsize + 1)
+        batch = min(int(batch_size), len(tiles))
+        size = tuple(-(-min(tiles.tile, n) // 8) * 8 + 2 * PAD for n in tiles.shape)  # the first, largest tile
+        what = (f"emulating a {'x'.join(map(str, tiles.shape))} box in batches of {batch} tile(s) of "
+                f"{'x'.join(map(str, size))} input cells (width {net.arch.width}"
+                f"{', with velocities' if velocity else ''}) on {self.device}")
+        return tile_pass_estimate(what, width=net.arch.width, input_size=size, batch=batch,
+                                  velocity_dual=bool(velocity) and self.model.kind == "zdep",
+                                  n_networks=len(self.model.networks),
+                                  n_params=sum(p.numel() for p in net.parameters()), itemsize=itemsize,
+                                  device=self.device, host_bytes=scan + int(host_bytes))
+
+    @staticmethod
+    def _check_out(rp: RunPlan, out, rows=None, offset: int = 0, source=None):
+        """Destinations ``out`` checked against the plan (allocated in memory when None); see
+        :func:`~emu_backend.inference.run_arrays.check_destinations`."""
         if out is None:
-            return [(np.empty(shape, np.float32), np.empty(shape, np.float32) if velocity else None) for _ in rp.zs]
-        if not isinstance(out, Sequence) or len(out) != len(rp.zs):
-            raise InputError(f"out must be a list of one (displacement, velocity) pair per redshift ({len(rp.zs)}), got {out!r}")
-        lo, hi = (0, shape[1]) if rows is None else rows
-        for i, pair in enumerate(out):
-            got = tuple(None if a is None else tuple(getattr(a, "shape", ())) for a in pair) if isinstance(pair, Sequence) else pair
-            ok = isinstance(pair, Sequence) and len(pair) == 2
-            for g in (got[:2] if velocity else got[:1]) if ok else ():
-                ok = ok and g is not None and len(g) == 4 and g[0] == 3 and g[2:] == shape[2:] \
-                    and offset <= lo and hi <= offset + g[1] and (rows is not None or g[1] == shape[1])
-            if not ok:
-                want = shape if rows is None else f"(3, M, {shape[2]}, {shape[3]}) holding rows [{lo}, {hi}) from row {offset}"
-                raise InputError(f"out[{i}] must be a (displacement, velocity) pair of arrays of shape {want}, got shapes {got!r}")
-        return out
+            shape = rp.shape
+            return [(np.empty(shape, np.float32), np.empty(shape, np.float32) if rp.velocity else None) for _ in rp.zs]
+        return check_destinations(rp.shape, len(rp.zs), rp.velocity, out, source, rows, offset)
 
     def _run_batches(self, linear_displacement, rp: RunPlan, out, start: int, stop: int, offset: int):
         for batch in rp.tiles.batches(rp.batch_size, start, stop):
@@ -415,6 +466,7 @@ class Emulator:
             for (dis_out, vel_out), zi in zip(out, rp.zs):
                 with precision_context(self.precision, self.device):
                     dis, vel = self.model.predict_tiles(xt, rp.omega_m, zi, rp.velocity)
+                check_finite_tiles(batch, zi, x, (("displacement", dis), ("velocity", vel)))
                 self._write(dis_out, dis, batch, offset)
                 if rp.velocity:
                     self._write(vel_out, vel, batch, offset)

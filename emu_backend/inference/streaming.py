@@ -45,10 +45,11 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..checks import check_reals
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
-from ..datatypes.meta import meta_from_json, meta_to_json
+from ..datatypes.meta import meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import check_overwrite
-from ..io.fields import FORMAT, FORMAT_VERSION
+from ..io.fields import FORMAT, FORMAT_VERSION, field_attributes
+from ..io.hdf5_filters import ensure_filters
 from ..io.output_lock import output_lock
 from ..io.output_path import check_free_space, check_writable, os_errors_as_package_errors
 from .domain import TRAINED_CELL_SIZE_MPC_H
@@ -93,15 +94,18 @@ def _open_input(path: Path, stack: contextlib.ExitStack):
     if path.suffix.lower() == ".npy":
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False), {}
-        except ValueError as exc:
-            raise FileFormatError(f"{str(path)!r}: cannot be read as a .npy array: {exc}") from exc
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty file
+            raise FileFormatError(f"{str(path)!r}: cannot be read as a .npy array (empty, truncated or not "
+                                  f".npy?): {type(exc).__name__}: {exc}") from exc
     if path.suffix.lower() in (".h5", ".hdf5"):
 
         try:
             f = stack.enter_context(h5py.File(path, "r"))
-            return f["displacement"], {k: f.attrs[k] for k in f.attrs}
+            ds, attrs = f["displacement"], {k: f.attrs[k] for k in f.attrs}
         except (OSError, KeyError) as exc:
             raise FileFormatError(f"{str(path)!r}: no HDF5 field file with a 'displacement' dataset: {exc}") from exc
+        ensure_filters(ds, path, "displacement")  # a compressed input: hdf5plugin loaded when needed
+        return ds, attrs
     raise InputError(f"input {str(path)!r} must be a .npy, .h5 or .hdf5 file")
 
 
@@ -271,18 +275,18 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
         stack.enter_context(output_lock(final))
     input_path = Path(input_path).resolve()
     src, in_attrs = _open_input(input_path, stack)
+    parsed = field_attributes(input_path, in_attrs)  # the raw attributes go into the input digest
     if view is not None:
         src = view(src)
     shape = tuple(getattr(src, "shape", ()))
     n = shape[1] if len(shape) == 4 else 0
     if box_size is None:
-        box_size = float(in_attrs["box_size"]) if "box_size" in in_attrs else n * TRAINED_CELL_SIZE_MPC_H
+        box_size = parsed.get("box_size", n * TRAINED_CELL_SIZE_MPC_H)
     # Check the arguments (shape, domain, ...) before any file is touched.
     rp = emulator.plan(src, omega_m, zs, velocity=velocity, tile_size=tile_size, batch_size=batch_size,
                        box_size=box_size)
     if cosmology is None:
-        cosmology = (Cosmology.from_dict(json.loads(in_attrs["cosmology"])) if "cosmology" in in_attrs
-                     else QUIJOTE_FIDUCIAL.clone(omega_m=rp.omega_m))
+        cosmology = parsed.get("cosmology") or QUIJOTE_FIDUCIAL.clone(omega_m=rp.omega_m)
     if not isinstance(cosmology, Cosmology):
         raise InputError(f"cosmology must be a Cosmology, got {type(cosmology).__name__}")
     if abs(cosmology.omega_m - rp.omega_m) > 1e-12:
@@ -290,7 +294,7 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
     n_tiles = len(rp.tiles)
     share = (0, n_tiles) if part is None else rp.tiles.slab_share(*part)
     rows = rp.tiles.rows(*share)
-    in_meta = meta_from_json(in_attrs["meta"]) if "meta" in in_attrs else {}
+    in_meta = parsed.get("meta", {})
     run = {"input": str(input_path), "input_sha256": input_digest(src, in_attrs), "shape": list(shape),
            "omega_m": rp.omega_m, "zs": list(rp.zs), "tile_size": tile_size,
            "batch_size": batch_size, "velocity": bool(velocity), "box_size": float(box_size),

@@ -30,10 +30,11 @@ from ..datatypes.meta import meta_from_json, meta_to_json
 from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import FileFormatError, InputError
 from .atomic import atomic_path
+from .hdf5_filters import ensure_filters
 from .output_lock import output_lock
 from .output_path import check_writable, os_errors_as_package_errors
 
-__all__ = ["FieldData", "write_fields", "read_fields", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["FieldData", "write_fields", "read_fields", "field_attributes", "FORMAT", "FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,42 @@ def write_fields(
     return path
 
 
+def field_attributes(path, attrs: dict) -> dict:
+    """The ``box_size`` [Mpc/h], ``cosmology`` (:class:`Cosmology`) and ``meta`` (dict) among a field
+    file's attributes, parsed; those absent from ``attrs`` are absent from the result.
+
+    Used on the inputs of the streamed runs, which may be any HDF5 file with a ``displacement``.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file and the attribute: a ``box_size`` that is not a finite number > 0, a
+        ``cosmology`` that is not the JSON of a :class:`Cosmology`, a ``meta`` that is not a JSON object.
+
+    Examples
+    --------
+    >>> field_attributes("in.h5", {"box_size": 100.0, "meta": '{"seed": 1}'})
+    {'box_size': 100.0, 'meta': {'seed': 1}}
+    """
+    out = {}
+    if "box_size" in attrs:
+        try:
+            out["box_size"] = check_positive(attrs["box_size"], "box_size", unit="Mpc/h")
+        except InputError as exc:
+            raise FileFormatError(f"{str(path)!r}: attribute {exc}") from exc
+    if "cosmology" in attrs:
+        try:
+            out["cosmology"] = Cosmology.from_dict(json.loads(attrs["cosmology"]))
+        except (ValueError, TypeError) as exc:  # json's errors and InputError are ValueErrors
+            raise FileFormatError(f"{str(path)!r}: attribute cosmology is not the JSON of a cosmology: {exc}") from exc
+    if "meta" in attrs:
+        try:
+            out["meta"] = meta_from_json(attrs["meta"])
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise FileFormatError(f"{str(path)!r}: attribute meta is not a JSON object: {exc}") from exc
+    return out
+
+
 def _read_hdf5(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
 
     try:
@@ -222,6 +259,9 @@ def _read_hdf5(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
             attrs = {key: f.attrs[key] for key in f.attrs}
             if "displacement" not in f:
                 raise FileFormatError(f"{str(path)!r}: dataset 'displacement' is missing")
+            for key in ("displacement", "velocity"):
+                if key in f:
+                    ensure_filters(f[key], path, key)
             dis = f["displacement"][...]
             vel = f["velocity"][...] if "velocity" in f else None
     except FileFormatError:

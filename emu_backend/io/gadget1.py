@@ -161,6 +161,7 @@ def _header(head: np.void) -> GadgetHeader:
         npart=tuple(int(n) for n in head["npart"]), npart_total=tuple(int(t) for t in total),
         mass_table=tuple(float(m) for m in head["massarr"]), omega0=float(head["omega0"]),
         omega_lambda=float(head["omega_lambda"]), hubble_param=float(head["hubble_param"]),
+        redshift=float(head["redshift"]),
     )
 
 

@@ -29,19 +29,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import EmuBackendError, FileFormatError, MissingDependencyError, require
+from ..errors import EmuBackendError, FileFormatError
 from ._file_sets import member_base, set_members, without_suffix
 from .gadget_header import GadgetHeader, check_header_set, particles_from_file
 from .gadget_particles import GadgetParticles
 from .gadget_units import DEFAULT_LENGTH_UNIT, LENGTH_UNITS, length_factor, length_unit_of_cm
+from .hdf5_filters import HDF5_EXTRA, ensure_filters
 from .lagrangian_map import lagrangian_grid_size
 
 __all__ = ["HDF5_EXTRA", "gadget_file_paths", "read_gadget_hdf5_particles"]
 
 logger = logging.getLogger(__name__)
 
-#: The pyproject extra that installs hdf5plugin.
-HDF5_EXTRA = "quijote"
 _REQUIRED_HEADER = ("BoxSize", "Time", "NumPart_ThisFile", "NumPart_Total", "NumFilesPerSnapshot", "MassTable")
 _COUNTS = ("NumPart_ThisFile", "NumPart_Total", "NumPart_Total_HighWord")
 _DATASETS = (("Coordinates", 3), ("Velocities", 3), ("ParticleIDs", 1))
@@ -146,7 +145,7 @@ def _header(groups: dict[str, dict]) -> GadgetHeader:
         npart=tuple(int(n) for n in h["NumPart_ThisFile"]),
         npart_total=tuple(int(t) + (int(hw) << 32) for t, hw in zip(h["NumPart_Total"], high)),
         mass_table=tuple(_number(m) for m in h["MassTable"]), omega0=cosmo[0], omega_lambda=cosmo[1],
-        hubble_param=cosmo[2],
+        hubble_param=cosmo[2], redshift=_number(h.get("Redshift", math.nan)),
     )
 
 
@@ -185,26 +184,6 @@ def _number(value) -> float:
     return float(arr.reshape(())) if arr.size == 1 and arr.dtype.kind in "iuf" else math.nan
 
 
-def _ensure_filters(ds: h5py.Dataset, path: Path, key: str) -> None:
-    """Make sure every HDF5 filter of a dataset is available, importing hdf5plugin if needed."""
-    plist = ds.id.get_create_plist()
-    for i in range(plist.get_nfilters()):
-        code, _, _, name = plist.get_filter(i)
-        if h5py.h5z.filter_avail(code):
-            continue
-        try:
-            require("hdf5plugin", HDF5_EXTRA)
-        except MissingDependencyError as exc:
-            raise MissingDependencyError(
-                f"{str(path)!r}: dataset {key!r} is compressed with HDF5 filter {code} "
-                f"({name.decode(errors='replace') if isinstance(name, bytes) else name}); reading it needs "
-                f"hdf5plugin: pip install 'emu_backend[{HDF5_EXTRA}]'"
-            ) from exc
-        if not h5py.h5z.filter_avail(code):
-            raise FileFormatError(f"{str(path)!r}: dataset {key!r} needs HDF5 filter {code}, which hdf5plugin "
-                                  f"does not provide")
-
-
 def _read_datasets(path: Path, n_this: int) -> list[np.ndarray]:
     """Coordinates, Velocities and ParticleIDs of one file, as stored, shapes checked against ``n_this``."""
     out = []
@@ -222,7 +201,7 @@ def _read_datasets(path: Path, n_this: int) -> list[np.ndarray]:
                         f"{str(path)!r}: dataset {key!r} has shape {ds.shape}, expected {shape} "
                         f"(NumPart_ThisFile[1] = {n_this})"
                     )
-                _ensure_filters(ds, path, key)
+                ensure_filters(ds, path, key)
                 out.append(ds[...])
         except EmuBackendError:
             raise

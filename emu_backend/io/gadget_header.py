@@ -44,6 +44,8 @@ class GadgetHeader:
         Particle mass of each type [1e10 Msun/h] (``MassTable``); 0 where masses are stored per particle.
     omega0, omega_lambda, hubble_param : float
         Header cosmology; NaN where the file records none.
+    redshift : float
+        ``Redshift``; NaN where the file records none. It must agree with ``time``.
     """
 
     time: float
@@ -55,6 +57,11 @@ class GadgetHeader:
     omega0: float = math.nan
     omega_lambda: float = math.nan
     hubble_param: float = math.nan
+    redshift: float = math.nan
+
+
+#: Relative tolerance of ``Time = 1 / (1 + Redshift)`` (float32 headers hold ~7 digits).
+_TIME_RTOL = 1e-5
 
 
 def check_header_set(paths: list[Path], headers: list[GadgetHeader]) -> int:
@@ -134,13 +141,19 @@ def particles_from_file(header: GadgetHeader, paths: list[Path], pos: np.ndarray
     Raises
     ------
     FileFormatError
-        Time outside (0, 1.5], a box that is not finite and > 0, IDs that are not integers.
+        Time outside (0, 1.5], a Redshift that disagrees with it, a box that is not finite and > 0, IDs
+        that are not integers.
     """
     a = float(header.time)
     box_size = float(header.box_size) / factor
     if not (0 < a <= 1.5 and math.isfinite(box_size) and box_size > 0):
         raise FileFormatError(f"{str(paths[0])!r}: Time = {a!r} must be in (0, 1.5] and BoxSize = "
                               f"{header.box_size!r} finite and > 0")
+    z = float(header.redshift)
+    if not math.isnan(z) and not (z > -1 and math.isclose(a, 1.0 / (1.0 + z), rel_tol=_TIME_RTOL)):
+        raise FileFormatError(f"{str(paths[0])!r}: Header/Redshift = {z!r} disagrees with Header/Time = {a!r} "
+                              f"(a = 1/(1 + z) would be {1.0 / (1.0 + z) if z > -1 else math.inf:.6g}); the "
+                              f"snapshot's time is ambiguous")
     if ids.dtype.kind not in "iu":
         raise FileFormatError(f"{str(paths[0])!r}: ParticleIDs must be integers, got dtype {ids.dtype}")
     mass = header.mass_table[1] if mass_1e10 is None else mass_1e10

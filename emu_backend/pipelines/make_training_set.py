@@ -65,6 +65,9 @@ class TrainingSetConfig:
         Linear P(k).
     overwrite : bool
         Recompute every sample even if the folder holds a set with other settings.
+    check_memory : bool
+        Refuse a set whose simulations' estimated peak memory exceeds the available memory; False
+        runs anyway.
     """
 
     out: str
@@ -78,6 +81,7 @@ class TrainingSetConfig:
     ranges: dict = field(default_factory=dict)
     power: str = "eh"
     overwrite: bool = False
+    check_memory: bool = True
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)
@@ -97,6 +101,7 @@ class TrainingSetConfig:
             raise InputError(f"ranges must be a dict name -> (low, high), got {type(self.ranges).__name__}")
         put("ranges", {name: _range(name, v) for name, v in self.ranges.items()})
         put("overwrite", check_bool(self.overwrite, "overwrite"))
+        put("check_memory", check_bool(self.check_memory, "check_memory"))
 
 
 def build_training_set(config: TrainingSetConfig, *, progress: bool | None = None) -> MakeSetResult:
@@ -122,4 +127,4 @@ def build_training_set(config: TrainingSetConfig, *, progress: bool | None = Non
     design = latin_hypercube(config.n_sims, config.seed, ranges=config.ranges or None, vary_all=config.vary_all)
     return make_training_set(config.out, design, grid=config.grid, z=list(config.z), backend=config.backend,
                              backend_options=dict(config.backend_options), seed=config.seed, power=config.power,
-                             overwrite=config.overwrite, progress=progress)
+                             overwrite=config.overwrite, progress=progress, check_memory=config.check_memory)

@@ -72,6 +72,9 @@ class PredictConfig:
         Replace existing outputs and discard partial files.
     allow_extrapolation : bool
         Let the emulator run outside its training domain (with a warning).
+    check_memory : bool
+        Estimate the peak memory of the tile pass (tile and batch size, width, velocity) before any
+        compute and refuse one that does not fit in the available memory; False runs anyway.
     """
 
     input: str
@@ -88,6 +91,7 @@ class PredictConfig:
     velocity: bool = True
     overwrite: bool = False
     allow_extrapolation: bool = False
+    check_memory: bool = True
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)
@@ -114,7 +118,7 @@ class PredictConfig:
         check_choice(self.precision, "precision", PRECISIONS)
         if self.compile_mode is not None:
             check_choice(self.compile_mode, "compile_mode", COMPILE_MODES)
-        for key in ("velocity", "overwrite", "allow_extrapolation"):
+        for key in ("velocity", "overwrite", "allow_extrapolation", "check_memory"):
             put(key, check_bool(getattr(self, key), key))
 
 
@@ -169,6 +173,9 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
         Another run is writing an output (its lock file ``<output>.lock`` names it).
     DomainError
         ``omega_m``, ``z`` or the cell size outside the training domain without ``allow_extrapolation``.
+    ResourceError
+        The estimated peak memory of the tile pass exceeds the available memory (without
+        ``check_memory=False``), or too little disk space.
     """
     rank, world = rank_and_world()
     finals = output_paths(config.output, config.z)
@@ -178,7 +185,7 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
             check_unlocked(final)
     emu = load_emulator(config.weights, device=rank_device(config.device),
                         allow_extrapolation=config.allow_extrapolation, precision=config.precision,
-                        compile_mode=config.compile_mode)
+                        compile_mode=config.compile_mode, check_memory=config.check_memory)
     options = {"box_size": config.box_size, "velocity": config.velocity, "tile_size": config.tile_size,
                "batch_size": config.batch_size, "overwrite": config.overwrite, "progress": progress}
     resumed: list[Path] = []

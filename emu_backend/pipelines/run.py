@@ -30,17 +30,18 @@ from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
 from ..datatypes.meta import meta_to_json
 from ..errors import InputError
 from ..ics import InitialConditions
+from ..inference.memory import BOX_BASE_BYTES, MemoryEstimate, box_bytes, check_memory, pm_bytes
 from ..io.atomic import atomic_path, check_overwrite
 from ..io.fields import write_fields
 from ..io.gadget import write_gadget_hdf5
 from ..io.output_lock import output_lock
 from ..io.output_path import check_free_space, check_writable, os_errors_as_package_errors
-from ..simulator import get_backend, simulate
+from ..simulator import EmulatorBackend, get_backend, simulate
 from .plot import plot_power
 from .provenance import versions
 from .run_config import RunConfig
 
-__all__ = ["RunConfig", "RunResult", "run", "planned_files", "SUMMARY_NAME", "PLOT_NAME"]
+__all__ = ["RunConfig", "RunResult", "run", "planned_files", "memory_estimate", "SUMMARY_NAME", "PLOT_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def _backend_options(config: RunConfig, progress: bool) -> dict:
     if config.backend != "emulator":
         return {}
     return {"weights": config.weights, "tile_size": config.tile_size, "batch_size": config.batch_size,
-            "device": config.device, "allow_extrapolation": config.allow_extrapolation, "progress": progress}
+            "device": config.device, "allow_extrapolation": config.allow_extrapolation,
+            "check_memory": config.check_memory, "progress": progress}
 
 
 def _write_snapshot(config: RunConfig, snap, index: int) -> list[Path]:
@@ -118,6 +120,28 @@ def _data_bytes(config: RunConfig) -> int:
     """Bytes of the snapshots' particle data (float32 positions and velocities, 64-bit IDs for Gadget)."""
     per_particle = 3 * 4 * 2 + (8 if config.format == "gadget" else 0)
     return len(config.redshifts) * config.grid ** 3 * per_particle
+
+
+def memory_estimate(config: RunConfig, backend) -> MemoryEstimate:
+    """The peak memory of a run with ``config`` and its constructed ``backend``.
+
+    The box: ICs, snapshots, a writer, the plot's P(k) and baseline
+    (:func:`~emu_backend.inference.memory.box_bytes`); with the emulator its tile pass and in-memory
+    outputs (:meth:`EmulatorBackend.memory_estimate`); with a PM backend (one that has a ``mesh_factor``)
+    its mesh (:func:`~emu_backend.inference.memory.pm_bytes`).
+    """
+    n, n_z = config.grid, len(config.redshifts)
+    mesh_factor = getattr(backend, "mesh_factor", None)
+    pm = pm_bytes(n, mesh_factor, backend.name) if mesh_factor is not None else 0
+    baseline = config.plot and config.baseline != "none"
+    host = box_bytes(n, n_z, backend=backend.name, plot=config.plot, baseline=baseline, pm=pm)
+    what = f"run -n {n} ({backend.name}, {n_z} output time(s){', with the plot' if config.plot else ''})"
+    advice = "use a smaller grid (-n)" + (" or --no-plot" if config.plot else "")
+    if isinstance(backend, EmulatorBackend):
+        tiles = backend.memory_estimate(n)
+        return MemoryEstimate(what, host + tiles.host_bytes - BOX_BASE_BYTES, tiles.device_bytes, tiles.device,
+                              advice + ", a smaller --tile-size or --batch-size")
+    return MemoryEstimate(what, host, advice=advice)
 
 
 def _files_of(written: list[Path], config: RunConfig, index: int) -> list[Path]:
@@ -150,7 +174,8 @@ def run(config: RunConfig, *, progress: bool = False) -> RunResult:
     OutputLockedError
         Another run is writing into ``config.out`` (its lock file ``.emu_backend.lock`` names it).
     ResourceError
-        Less free disk space than the snapshots need.
+        Less free disk space than the snapshots need, or an estimated peak memory (:func:`memory_estimate`)
+        larger than the available memory without ``config.check_memory = False``.
     DomainError
         The emulator's training domain is left without ``allow_extrapolation``.
     """
@@ -166,13 +191,15 @@ def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
         if path.is_dir():
             raise InputError(f"output {str(path)!r} is a folder; remove it or choose another --out")
         check_overwrite(path, config.overwrite)
+    backend = get_backend(config.backend, **_backend_options(config, progress))
+    if config.check_memory:  # before the ICs, the first large arrays
+        check_memory(memory_estimate(config, backend))
     check_free_space(config.out, _data_bytes(config), f"the snapshots of {str(config.out)!r}")
     cosmo = config.cosmology
     power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
              else EisensteinHuPower(cosmo))
     ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
                                        fixed_amplitude=config.fixed_amplitude, paired=config.paired)
-    backend = get_backend(config.backend, **_backend_options(config, progress))
     provenance = {"config": config.to_dict(), "versions": versions()}
     snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)
     untrained = bool(snaps[0].meta.get("untrained", False))

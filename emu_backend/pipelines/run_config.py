@@ -33,6 +33,7 @@ from ..checks import check_int, check_real
 from ..cosmology.params import PRESETS, QUIJOTE_FIDUCIAL, Cosmology
 from ..errors import FileFormatError, InputError
 from ..simulator.backends import available_backends
+from ..simulator.simulate import A_MIN, Z_MAX
 
 __all__ = ["RunConfig", "load_toml", "config_from_mapping", "FORMATS", "BASELINES", "LENGTH_UNITS", "KEY_ALIASES"]
 
@@ -133,7 +134,7 @@ class RunConfig:
     z : tuple of float or None
         Output redshifts (default 0 and 1); exclusive with ``a``.
     a : tuple of float or None
-        Output scale factors in (0, 1.5].
+        Output scale factors in [1/1001, 1.5] (z <= 1000).
     backend : str
         ``"emulator"``, ``"za"``, ``"2lpt"`` or one registered by an adapter.
     weights : str or None
@@ -165,6 +166,10 @@ class RunConfig:
         Two-column text file k [h/Mpc], P [(Mpc/h)^3] at z = 0; None: Eisenstein & Hu.
     fixed_amplitude, paired : bool
         Quijote-style fixed / paired noise.
+    check_memory : bool
+        Estimate the run's peak memory before computing and refuse one that does not fit in the
+        available memory (:mod:`emu_backend.inference.memory`); false (``--ignore-memory-check``)
+        runs anyway.
 
     Examples
     --------
@@ -194,6 +199,7 @@ class RunConfig:
     power: str | None = None
     fixed_amplitude: bool = False
     paired: bool = False
+    check_memory: bool = True
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)
@@ -205,9 +211,9 @@ class RunConfig:
         if (self.z is None) == (self.a is None):
             raise InputError(f"config keys 'z' and 'a' are exclusive: give exactly one, got z={self.z!r}, a={self.a!r}")
         if self.z is not None:
-            put("z", _times("z", self.z, -1.0 / 3.0, 1000.0))
+            put("z", _times("z", self.z, -1.0 / 3.0, Z_MAX))
         else:
-            put("a", _times("a", self.a, 0.0, 1.5, lo_open=True))
+            put("a", _times("a", self.a, A_MIN, 1.5))
         put("backend", _str("backend", self.backend, available_backends()))
         if self.weights is not None:
             put("weights", _path("weights", self.weights))
@@ -217,7 +223,7 @@ class RunConfig:
                 raise _fail("tile_size", "must be a multiple of 8", self.tile_size)
         put("batch_size", _int("batch_size", self.batch_size, 1, 4096))
         put("device", _str("device", self.device))
-        for key in ("allow_extrapolation", "overwrite", "plot", "fixed_amplitude", "paired"):
+        for key in ("allow_extrapolation", "overwrite", "plot", "fixed_amplitude", "paired", "check_memory"):
             put(key, _bool(key, getattr(self, key)))
         put("format", _str("format", self.format, FORMATS))
         put("out", _path("out", self.out))

@@ -50,6 +50,8 @@ class TrainJobConfig:
         Continue from the latest checkpoint in ``out``.
     overwrite : bool
         With ``resume=False``: start over in a used ``out`` folder.
+    check_memory : bool
+        Refuse a run whose estimated peak memory exceeds the available memory; False runs anyway.
     """
 
     data: tuple
@@ -59,6 +61,7 @@ class TrainJobConfig:
     val_fraction: float = 0.1
     resume: bool = True
     overwrite: bool = False
+    check_memory: bool = True
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)
@@ -73,6 +76,7 @@ class TrainJobConfig:
         put("val_fraction", check_real(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True))
         put("resume", check_bool(self.resume, "resume"))
         put("overwrite", check_bool(self.overwrite, "overwrite"))
+        put("check_memory", check_bool(self.check_memory, "check_memory"))
 
 
 @dataclass(frozen=True)
@@ -115,5 +119,5 @@ def train_on_files(config: TrainJobConfig, *, progress: bool | None = None) -> T
     if not val:
         logger.warning("no validation files: the final (not the best) weights are exported")
     result = train(config.train, train_files, val, config.out, resume=config.resume, overwrite=config.overwrite,
-                   progress=progress)
+                   progress=progress, check_memory=config.check_memory)
     return TrainJobResult(result, len(train_files), len(val))

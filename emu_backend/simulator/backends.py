@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..checks import check_choice, check_int
+from ..checks import check_bool, check_choice, check_int
 from ..cosmology.params import Cosmology
 from ..datatypes.snapshot import Snapshot
 from ..errors import InputError, MissingDependencyError
@@ -29,6 +29,7 @@ from ..ics.conditions import InitialConditions
 from ..ics.lpt import lpt_particles
 from ..inference import Emulator
 from ..inference.default import load_emulator
+from ..inference.memory import MemoryEstimate
 from ..inference.tiling import check_tile_size
 
 __all__ = [
@@ -170,6 +171,9 @@ class EmulatorBackend(Backend):
     allow_extrapolation : bool, optional
         Run outside the training domain (Omega_m, z, cell size ``1000/512`` Mpc/h) with a warning
         instead of raising :class:`DomainError`; None keeps the emulator's own setting.
+    check_memory : bool, optional
+        Refuse a run whose estimated peak memory does not fit in the available memory
+        (:class:`~emu_backend.errors.ResourceError`); None keeps the emulator's own setting (on by default).
     progress : bool
         Show a tile progress bar (only on a terminal).
     """
@@ -177,7 +181,8 @@ class EmulatorBackend(Backend):
     name = "emulator"
 
     def __init__(self, emulator=None, *, weights=None, tile_size: int | None = None, batch_size: int = 1,
-                 device: str | None = None, allow_extrapolation: bool | None = None, progress: bool = False):
+                 device: str | None = None, allow_extrapolation: bool | None = None,
+                 check_memory: bool | None = None, progress: bool = False):
         tile = None if tile_size is None else check_tile_size(tile_size, "tile_size")
         batch = check_int(batch_size, "batch_size", 1, what="a positive integer")
         if emulator is not None:
@@ -191,6 +196,7 @@ class EmulatorBackend(Backend):
         self.tile_size = tile
         self.batch_size = batch
         self.allow_extrapolation = allow_extrapolation
+        self.check_memory = None if check_memory is None else check_bool(check_memory, "check_memory")
         self.progress = bool(progress)
 
     @property
@@ -204,6 +210,13 @@ class EmulatorBackend(Backend):
                 "untrained": self.untrained, "device": str(emu.device), "dtype": str(emu.dtype).replace("torch.", ""),
                 "tile_size": self.tile_size, "batch_size": self.batch_size}
 
+    def memory_estimate(self, n: int, n_outputs: int = 1) -> MemoryEstimate:
+        """The peak memory of emulating an ``n^3`` box with this backend's tile and batch size: the tile
+        pass (:meth:`Emulator.memory_estimate`) and ``n_outputs`` in-memory outputs (displacement and
+        velocity, float32)."""
+        return self.emulator.memory_estimate((3, n, n, n), self.tile_size or _auto_tile(n), self.batch_size,
+                                             velocity=True, host_bytes=n_outputs * 2 * 3 * n**3 * 4)
+
     def run(self, ics, cosmology, z):
         if ics.n < 8:
             raise InputError(f"the emulator needs at least 8 particles per side, got n = {ics.n}")
@@ -212,14 +225,16 @@ class EmulatorBackend(Backend):
                            "NOT physical and carry meta['untrained'] = True", self.emulator.source or "no source")
         tile = self.tile_size or _auto_tile(ics.n)
         emu = self.emulator
-        saved = emu.allow_extrapolation
+        saved = emu.allow_extrapolation, emu.check_memory
         if self.allow_extrapolation is not None:
             emu.allow_extrapolation = bool(self.allow_extrapolation)
+        if self.check_memory is not None:
+            emu.check_memory = self.check_memory
         try:
             preds = emu.predict(ics.displacement, cosmology.omega_m, list(z), velocity=True, tile_size=tile,
                                 batch_size=self.batch_size, box_size=ics.box_size, progress=self.progress)
         finally:
-            emu.allow_extrapolation = saved
+            emu.allow_extrapolation, emu.check_memory = saved
         meta = {**self.describe(), "tile_size": tile}
         return [Snapshot.from_displacement(p.displacement, p.velocity, 1.0 / (1.0 + zi), ics.box_size, cosmology,
                                            meta=dict(meta)) for p, zi in zip(preds, z)]

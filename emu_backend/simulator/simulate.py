@@ -20,9 +20,15 @@ from ..errors import ComputationError, InputError
 from ..ics.conditions import InitialConditions
 from .backends import Backend, get_backend
 
-__all__ = ["simulate", "output_redshifts"]
+__all__ = ["simulate", "output_redshifts", "Z_MAX", "A_MIN"]
 
 logger = logging.getLogger(__name__)
+
+#: Latest output time: redshift 1000 (recombination). The cosmology here is matter + Lambda without
+#: radiation, so earlier times are not modelled, and far earlier ones overflow H(z) and the velocities.
+Z_MAX = 1000.0
+#: Earliest output scale factor, ``1 / (1 + Z_MAX)``.
+A_MIN = 1.0 / (1.0 + Z_MAX)
 
 
 def output_redshifts(z=None, a=None) -> list[float]:
@@ -31,9 +37,9 @@ def output_redshifts(z=None, a=None) -> list[float]:
     Parameters
     ----------
     z : float or sequence of float, optional
-        Redshifts, each ``>= 1/1.5 - 1 = -1/3`` (``a <= 1.5``).
+        Redshifts, each in ``[1/1.5 - 1, Z_MAX] = [-1/3, 1000]`` (``a <= 1.5``).
     a : float or sequence of float, optional
-        Scale factors in (0, 1.5]. Exactly one of ``z`` and ``a``.
+        Scale factors in ``[A_MIN, 1.5] = [1/1001, 1.5]``. Exactly one of ``z`` and ``a``.
 
     Returns
     -------
@@ -47,12 +53,20 @@ def output_redshifts(z=None, a=None) -> list[float]:
     if (z is None) == (a is None):
         raise InputError(f"give exactly one of z and a (output redshifts or scale factors), got z={z!r}, a={a!r}")
     if a is not None:
-        zs = [1.0 / v - 1.0 for v in check_reals(a, "scale factor a", 0.0, A_MAX, lo_open=True, item="output time")]
+        scale = check_reals(a, "scale factor a", 0.0, A_MAX, lo_open=True, item="output time")
+        for v in scale:
+            if v < A_MIN:
+                raise InputError(f"scale factor a = {v!r} is before the earliest output time a = {A_MIN:.6g} "
+                                 f"(z = {Z_MAX:g}; radiation is not modelled)")
+        zs = [1.0 / v - 1.0 for v in scale]
     else:
         zs = check_reals(z, "redshift z", item="output time")
         for v in zs:
             if not v >= 1.0 / A_MAX - 1.0:  # a <= A_MAX, stated with a rounded bound
                 raise InputError(f"redshift z = {v!r} is outside the allowed range [{1.0 / A_MAX - 1.0:.6g}, inf)")
+            if v > Z_MAX:
+                raise InputError(f"redshift z = {v!r} is before the earliest output time z = {Z_MAX:g} (radiation "
+                                 f"is not modelled)")
     seen = set()
     for v in zs:
         if v in seen:

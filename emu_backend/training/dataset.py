@@ -12,7 +12,8 @@ periodically over ``crop + 96`` cells (48 of padding per side, as at inference),
 displacement / 6 Mpc/h and velocity / ``velocity_norm(z, Omega_m)`` over the central ``crop`` cells.
 
 Files are read lazily through h5py (only the crop's blocks), except small ones (all arrays below
-:data:`IN_MEMORY_BYTES`) which are loaded once.
+:data:`IN_MEMORY_BYTES`) which are loaded once, on their first read: opening the files of a run costs
+no memory, so the trainer can check its memory estimate (:attr:`CropSampler.resident_bytes`) first.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class SampleFile:
     z : ndarray (T,)
     cosmology : Cosmology
     seed : int or None
+    resident_bytes : int
+        Bytes of the arrays held in memory once the file is first read (0: read block by block).
     """
 
     def __init__(self, path):
@@ -110,8 +113,17 @@ class SampleFile:
         if t < 1 or not np.isfinite(self.z).all() or self.box_size <= 0 or not math.isfinite(self.box_size):
             raise FileFormatError(f"{str(self.path)!r}: bad z {self.z.tolist()} or box_size {self.box_size!r}")
         nbytes = sum(ds.size * ds.dtype.itemsize for ds in (self._inp, self._dis, self._vel))
-        if nbytes < IN_MEMORY_BYTES:
+        self.resident_bytes = int(nbytes) if nbytes < IN_MEMORY_BYTES else 0  # loaded by the first read
+
+    def _load(self) -> None:
+        """Read a small file's arrays into memory (once)."""
+        if not self.resident_bytes or isinstance(self._inp, np.ndarray):
+            return
+        try:
             self._inp, self._dis, self._vel = self._inp[...], self._dis[...], self._vel[...]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FileFormatError(f"{str(self.path)!r} cannot be read as a training sample "
+                                  f"(truncated or corrupt?): {exc}") from exc
 
     @property
     def omega_m(self) -> float:
@@ -124,6 +136,7 @@ class SampleFile:
 
     def read(self, t: int, origin, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Input (3, crop+96, ...) [Mpc/h] and displacement/velocity (3, crop, ...) at redshift ``z[t]``."""
+        self._load()
         origin = tuple(int(o) for o in origin)
         size = (crop,) * 3
         try:
@@ -189,7 +202,8 @@ class CropSampler:
     files : sequence of str or Path
         Training-sample files (one simulation each).
     crop : int
-        Output crop size (>= 8; the input is ``crop + 96``).
+        Output crop size, >= 8 and at most the smallest grid of the files (a larger crop repeats the
+        periodic box); the input is ``crop + 96``.
     seed : int
         Seed of the draws.
     augment : bool
@@ -210,11 +224,26 @@ class CropSampler:
         cells = {round(f.cell_size, 9) for f in self.files}
         if len(cells) != 1:
             raise InputError(f"all training files must share one cell size, got {sorted(cells)} Mpc/h")
+        smallest = min(self.files, key=lambda f: f.grid)
+        if crop > smallest.grid:
+            raise InputError(f"crop = {crop} cells is larger than the {smallest.grid}^3 grid of "
+                             f"{str(smallest.path)!r}: a crop must fit in one box (it would repeat the periodic "
+                             f"box); use crop <= {smallest.grid}")
         self.crop, self.seed, self.augment = crop, int(seed), bool(augment)
 
     @property
     def cell_size(self) -> float:
         return self.files[0].cell_size
+
+    @property
+    def n_crops(self) -> int:
+        """Distinct un-augmented crops: one per file, redshift and origin cell."""
+        return sum(f.z.size * f.grid**3 for f in self.files)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the small files' arrays, held in memory once read."""
+        return sum(f.resident_bytes for f in self.files)
 
     def _crop(self, rng: np.random.Generator, augment: bool) -> TrainingCrop:
         fi = int(rng.integers(len(self.files)))

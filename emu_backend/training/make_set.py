@@ -50,6 +50,7 @@ from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_to_json
 from ..errors import DomainError, FileFormatError, InputError
 from ..ics import InitialConditions
+from ..inference import memory
 from ..inference.domain import TRAINED_CELL_SIZE_MPC_H, TrainingDomain
 from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
@@ -61,8 +62,8 @@ from ..simulator import get_backend, simulate
 from .design import Design
 from .user_data import sample_from_snapshots
 
-__all__ = ["make_training_set", "MakeSetResult", "DEFAULT_JAXPM_OPTIONS", "MANIFEST_NAME", "sample_path",
-           "read_manifest"]
+__all__ = ["make_training_set", "memory_estimate", "MakeSetResult", "DEFAULT_JAXPM_OPTIONS", "MANIFEST_NAME",
+           "sample_path", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +196,20 @@ def _check_existing_sample(path: Path, index: int, settings: dict, cosmology: Co
                          f"{'; '.join(problems)}; delete it or pass overwrite=True")
 
 
+def memory_estimate(grid: int, n_z: int, backend) -> memory.MemoryEstimate:
+    """The peak memory of one simulation of a training set: its ICs, the N-body run of ``backend`` (its
+    PM mesh where it has a ``mesh_factor``), the snapshots and the sample written from them."""
+    mesh_factor = getattr(backend, "mesh_factor", None)
+    pm = memory.pm_bytes(grid, mesh_factor, backend.name) if mesh_factor is not None else 0
+    mesh = f", mesh {mesh_factor * grid}^3" if mesh_factor is not None else ""
+    advice = "use a smaller --grid" + (" or --mesh-factor" if mesh_factor is not None else "")
+    return memory.MemoryEstimate(f"make-training-set --grid {grid} ({backend.name}{mesh}, {n_z} redshift(s))",
+                                 memory.box_bytes(grid, n_z, backend=backend.name, sample=True, pm=pm), advice=advice)
+
+
 def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", backend_options: dict | None = None,
                       seed: int = 0, power: str = "eisenstein_hu", overwrite: bool = False,
-                      progress: bool | None = None) -> MakeSetResult:
+                      progress: bool | None = None, check_memory: bool = True) -> MakeSetResult:
     """Run one N-body simulation per design cosmology and write the training samples.
 
     Parameters
@@ -224,6 +236,9 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
         Recompute every sample and replace the manifest, even with different settings.
     progress : bool, optional
         Progress bar over simulations; default on when stderr is a terminal.
+    check_memory : bool
+        Estimate the peak memory of one simulation (:func:`memory_estimate`) before anything is
+        written and refuse a set whose simulations do not fit in the available memory; False runs anyway.
 
     Returns
     -------
@@ -237,6 +252,8 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
         Another run is writing into ``out_dir`` (its lock file ``.emu_backend.lock`` names it).
     DomainError
         Omega_m or z outside the emulator's training domain.
+    ResourceError
+        One simulation's estimated peak memory exceeds the available memory (without ``check_memory=False``).
 
     Examples
     --------
@@ -268,6 +285,8 @@ def make_training_set(out_dir, design, *, grid: int, z, backend: str = "jaxpm", 
     if backend in ("emulator",):
         raise InputError("backend 'emulator' cannot make training data; use an N-body backend (jaxpm, pmwd)")
     impl = get_backend(backend, **options)
+    if check_memory:
+        memory.check_memory(memory_estimate(n, len(zs), impl))
     box = TRAINED_CELL_SIZE_MPC_H * n
     settings = {"grid": n, "box_size": box, "z": zs, "backend": impl.name, "backend_settings": impl.describe(),
                 "seed": seed, "power": power, "n_sims": len(design), "sample_format_version": SAMPLE_FORMAT_VERSION}

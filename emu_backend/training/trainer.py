@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoints.native import load_model_file, save_model_file
 from ..errors import EmuBackendError, InputError, OutputLockedError
+from ..inference import memory
 from ..inference.models import zdep_forward
 from ..io.output_lock import output_lock
 from ..io.output_path import check_writable, os_errors_as_package_errors
@@ -171,7 +172,7 @@ def _check_resume(ckpt: dict, config: TrainConfig, fingerprint: str, run_dir: Pa
 
 
 def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *, resume: bool = True,
-          overwrite: bool = False, progress: bool | None = None) -> TrainResult:
+          overwrite: bool = False, progress: bool | None = None, check_memory: bool = True) -> TrainResult:
     """Train (or resume training) the zdep emulator; export the best weights to ``out_dir/model.emu``.
 
     Parameters
@@ -189,10 +190,23 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
         With ``resume=False``, start over in a folder that already holds a run.
     progress : bool or None
         tqdm bar on rank 0 (None: only when stderr is a terminal).
+    check_memory : bool
+        Before the first step, estimate the peak memory (one crop's forward, tangent and backward
+        pass, the model and optimiser, the sample files held in memory:
+        :func:`~emu_backend.inference.memory.training_estimate`) and refuse a run that does not fit
+        in the available memory with :class:`~emu_backend.errors.ResourceError`; False runs anyway.
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    InputError
+        Bad files or settings, among them a crop larger than the data's grid and a batch larger than
+        the data's distinct crops (files x redshifts x origins).
+    ResourceError
+        The estimated peak memory exceeds the available memory (without ``check_memory=False``).
 
     Launched under torchrun or SLURM (see :mod:`.distributed`), every rank calls this function; only
     rank 0 writes files. The run folder is locked (``out_dir/.emu_backend.lock``) before anything in it
@@ -208,7 +222,7 @@ def train(config: TrainConfig, train_files, val_files=(), out_dir="train_out", *
     try:
         with os_errors_as_package_errors(out_dir), _run_dir_lock(Path(out_dir), info):
             return _train(config, list(train_files), list(val_files), Path(out_dir), resume, overwrite, progress,
-                          info)
+                          info, check_memory)
     finally:
         teardown_distributed(info)
 
@@ -232,7 +246,24 @@ def _run_dir_lock(run_dir: Path, info: DistInfo):
         yield
 
 
-def _train(config, train_files, val_files, run_dir, resume, overwrite, progress, info: DistInfo) -> TrainResult:
+def _check_sizes(config: TrainConfig, sampler: CropSampler, val_sampler, info: DistInfo, check_memory: bool) -> None:
+    """The batch against the data's distinct crops, then the estimated peak memory against the available."""
+    if config.batch > sampler.n_crops:
+        raise InputError(f"TrainConfig.batch = {config.batch} crops per step exceeds the {sampler.n_crops} distinct "
+                         f"crops of the training data ({len(sampler.files)} file(s) x redshifts x grid^3 origins); "
+                         f"use batch <= {sampler.n_crops}")
+    if not check_memory:
+        return
+    per_rank = -(-config.batch // info.world_size)
+    data = sampler.resident_bytes + (val_sampler.resident_bytes if val_sampler is not None else 0)
+    what = (f"training width {config.width} on crops of {config.crop} ({config.crop + 96}^3 input cells), "
+            f"{per_rank} per step and rank, on {info.device}")
+    memory.check_memory(memory.training_estimate(what, width=config.width, crop=config.crop, crops_per_rank=per_rank,
+                                                 data_bytes=data, device=info.device))
+
+
+def _train(config, train_files, val_files, run_dir, resume, overwrite, progress, info: DistInfo,
+           check_memory: bool = True) -> TrainResult:
 
     if config.batch < info.world_size:
         raise InputError(f"batch {config.batch} is smaller than the world size {info.world_size}: each rank needs a crop")
@@ -242,6 +273,7 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
     val_sampler = CropSampler(val_files, config.crop, config.seed, augment=False) if val_files else None
     if val_sampler is not None and not math.isclose(val_sampler.cell_size, sampler.cell_size, rel_tol=1e-9):
         raise InputError(f"validation cell size {val_sampler.cell_size} differs from training {sampler.cell_size} Mpc/h")
+    _check_sizes(config, sampler, val_sampler, info, check_memory)  # before any data is read into memory
     domain = _domain(sampler)
     fingerprint = data_fingerprint(train_files, val_files)
     described = {"train": [f.describe() for f in sampler.files],  # seeds and cosmologies, for provenance
@@ -294,11 +326,12 @@ def _train(config, train_files, val_files, run_dir, resume, overwrite, progress,
     net.train()
     for step in range(start, config.steps):
         t0 = time.perf_counter()
-        draws = [sampler.draw(step, i) for i in range(info.rank, config.batch, info.world_size)]
+        indices = range(info.rank, config.batch, info.world_size)
         optimizer.zero_grad(set_to_none=True)
         sums = [0.0] * (2 + len(COMPONENTS))
-        for j, crop in enumerate(draws):
-            sync = not info.distributed or j == len(draws) - 1
+        for j, i in enumerate(indices):
+            crop = sampler.draw(step, i)  # drawn when used: one crop in memory at a time, whatever the batch
+            sync = not info.distributed or j == len(indices) - 1
             with contextlib.nullcontext() if sync else model.no_sync():
                 loss, parts = _crop_loss(model, crop, config, device, precision)
                 scaler.scale(loss * (info.world_size / config.batch)).backward()
