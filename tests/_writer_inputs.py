@@ -53,6 +53,15 @@ def _predict(ctx, out, *extra) -> list:
             str(Path(ctx.dir) / "model.emu"), "--tile", "8", "--no-velocity", *extra]
 
 
+def _predict_in_place(ctx) -> list:
+    """``predict IN IN --overwrite`` (refused before the input is opened: its content does not matter)."""
+    src = _folder(ctx) / "in_place.h5"
+    src.write_bytes(b"")
+    args = _predict(ctx, src, "--overwrite")
+    args[1] = str(src)
+    return args
+
+
 def _run(out) -> list:
     return ["run", "--backend", "za", "-n", "8", "--z", "0", "--no-plot", "--out", str(out)]
 
@@ -88,6 +97,9 @@ def reliability_cases(case) -> list:
         case("run-out-under-file", "CLI", "run --out under a regular file",
              lambda c: _run(_folder(c) / "a_file" / "run"), InputError,
              r"cannot write '.*a_file/run': '.*a_file' is a file, not a folder"),
+        case("predict-output-is-input", "CLI", "predict IN IN --overwrite: the output is the input file",
+             lambda c: _predict_in_place(c), InputError,
+             r"output '.*in_place\.h5' is the input file '.*in_place\.h5': writing it would destroy the input"),
         case("predict-locked", "CLI", "predict into an output another run (on another host) is writing",
              lambda c: _predict(c, _locked(_folder(c) / "locked.h5")), OutputLockedError,
              r"output '.*locked\.h5' " + LOCKED_BY),

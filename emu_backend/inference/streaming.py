@@ -256,6 +256,24 @@ class StreamJob:
     finals: list = field(default_factory=list)
 
 
+def check_not_input(input_path, finals) -> None:
+    """Refuse an output file that is the input file (same path, or a link to it): writing it would
+    destroy the input, ``overwrite`` or not.
+
+    Raises
+    ------
+    InputError
+        Naming the output and the input.
+    """
+    source = Path(input_path).resolve()
+    for final in finals:
+        target = Path(final).resolve()
+        same = target == source or (target.exists() and source.exists() and os.path.samefile(target, source))
+        if same:
+            raise InputError(f"output {str(final)!r} is the input file {str(input_path)!r}: writing it would "
+                             "destroy the input; choose another output path")
+
+
 def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, omega_m, zs, *,
                    cosmology=None, box_size=None, velocity=True, tile_size=128, batch_size=1,
                    overwrite=False, resume=True, part=None, accept_complete=None, view=None) -> StreamJob:
@@ -270,6 +288,7 @@ def prepare_stream(stack: contextlib.ExitStack, emulator, input_path, finals, om
     The lock of every file of ``finals`` is taken first and held until ``stack`` closes.
     """
 
+    check_not_input(input_path, finals)
     for final in finals:  # before the input, any partial file or any compute is looked at
         check_writable(final)
         stack.enter_context(output_lock(final))

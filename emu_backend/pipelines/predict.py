@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..inference.acceleration import COMPILE_MODES, PRECISIONS
 from ..inference.default import load_emulator
 from ..inference.distributed import predict_distributed, rank_and_world
-from ..inference.streaming import PARTIAL_SUFFIX, output_paths, predict_to_file
+from ..inference.streaming import PARTIAL_SUFFIX, check_not_input, output_paths, predict_to_file
 from ..inference.tiling import check_tile_size
 from ..io.output_lock import check_unlocked
 from ..io.output_path import check_writable
@@ -179,6 +179,7 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
     """
     rank, world = rank_and_world()
     finals = output_paths(config.output, config.z)
+    check_not_input(config.input, finals)
     for final in finals:  # fail before the weights load (predict_to_file checks again and takes the locks)
         check_writable(final)
         if world == 1:
