@@ -105,6 +105,7 @@ def _diff(p_a, p_b, sel):
     return float(np.max(np.abs(p_a.power[sel] / p_b.power[sel] - 1.0)))
 
 
+@pytest.mark.slow
 def test_power_converges_with_ode_tolerance_and_mesh(ics, pm):
     # z = 0, k <= 0.5 k_Nyquist (3 bins, 0.13-0.31 h/Mpc), largest |P_a/P_b - 1|. Measured (seed 7):
     # tolerance 1e-2 -> 1e-3 (26 -> 32 force evaluations) 2.2 %, 1e-3 -> 1e-4 (44 evaluations) 0.12 %;

@@ -159,7 +159,8 @@ def _fd_check(fm, noise, params, w, direction: dict, h: float):
         return ad, (value(h) - value(-h)) / (2 * h)
 
 
-@pytest.mark.parametrize("output", ["displacement", "velocity", "density", "rsd_density"])
+@pytest.mark.parametrize("output", ["displacement", "velocity", "density",
+                                    pytest.param("rsd_density", marks=pytest.mark.slow)])
 def test_forward_model_gradients_equal_finite_differences(emu64, output):
     """One random direction in (noise, Omega_m, sigma8, n_s) jointly, per output kind."""
     n = 8
@@ -174,7 +175,8 @@ def test_forward_model_gradients_equal_finite_differences(emu64, output):
     assert ad == pytest.approx(fd, rel=1e-5, abs=1e-9), output
 
 
-@pytest.mark.parametrize("name", ["noise", "omega_m", "sigma8", "n_s"])
+@pytest.mark.parametrize("name", ["noise", "omega_m", pytest.param("sigma8", marks=pytest.mark.slow),
+                                  pytest.param("n_s", marks=pytest.mark.slow)])
 def test_density_gradient_along_each_input_equals_finite_differences(emu64, name):
     n = 8
     fm = ForwardModel(n, n * CELL, 1.0, emulator=emu64, output="density", tile_size=8)
@@ -186,6 +188,7 @@ def test_density_gradient_along_each_input_equals_finite_differences(emu64, name
     assert ad == pytest.approx(fd, rel=1e-5, abs=1e-9), name
 
 
+@pytest.mark.slow
 def test_forward_model_shift_moves_the_gradient(emu64):
     """A periodic shift by 8 cells (the network's resampling period) of the noise and of the loss weights
     shifts the gradient."""
@@ -220,6 +223,7 @@ def test_forward_model_refuses_out_of_domain_and_bad_input(emu64):
     assert out.shape == (3, 8, 8, 8)
 
 
+@pytest.mark.slow
 def test_several_redshifts_in_one_call_equal_separate_calls(emu64):
     """Batch independence: the outputs and gradients of a call with z = [0, 1] are those of two calls."""
     n = 8
@@ -244,6 +248,7 @@ def test_several_redshifts_in_one_call_equal_separate_calls(emu64):
     assert float(gom) == pytest.approx(float(goma + gomb), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_recomputation_variants_give_the_same_gradient(emu64):
     """The inference-path forward recomputed in the backward (default), torch.utils.checkpoint, and kept
     activations: the same operations in the backward, so the same gradients (float64, 1e-12 relative)."""

@@ -100,7 +100,7 @@ def test_tile_pass_estimate_bounds_the_measured_peak(tmp_path, width, batch, vel
 
 
 @needs_procfs
-@pytest.mark.parametrize("plot", [False, True])
+@pytest.mark.parametrize("plot", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_run_estimate_bounds_the_measured_peak(tmp_path, plot):
     result = _child(f"""
         from emu_backend.pipelines.run import RunConfig, memory_estimate, run

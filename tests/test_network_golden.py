@@ -123,7 +123,7 @@ def test_emu_v2v_scalings_match_reference_table(golden):
     torch.testing.assert_close(vel, expected, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("force_fallback", [False, True])
+@pytest.mark.parametrize("force_fallback", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_dual_velocity_equals_jvp(force_fallback):
     """The folded forward-mode path (default) equals torch.func.jvp through the network (float64)."""
     torch.manual_seed(11)
@@ -144,6 +144,7 @@ def test_dual_velocity_equals_jvp(force_fallback):
 
 
 
+@pytest.mark.slow
 def test_channels_last_layout_matches_the_golden_vectors(golden, x104):
     """The default CPU layout of :class:`Emulator` (channels-last) against the reference outputs, at the
     golden README's float32 tolerances (displacement max 1e-5 in network units; velocity rms 1e-3 std
