@@ -13,6 +13,12 @@ parameter passed as a tensor:
 4. the output: ``"displacement"`` [Mpc/h], ``"velocity"`` [km/s], ``"density"`` (CIC/TSC overdensity of
    the particles on an ``n_mesh^3`` mesh) or ``"rsd_density"`` (the same in redshift space along ``los``,
    ``s = x + v_los / (a H)``).
+
+Step 2 is the emulator by default (``dynamics="emulator"``). The same chain with the Zel'dovich
+approximation (``dynamics="za"``: displacement ``D psi``, velocity ``a H f D psi``) or with linear theory
+(``dynamics="linear"``: the density ``D delta_lin`` on the particle grid, no particles) gives the standard
+baselines of field-level inference; the linear model's posterior is Gaussian with a closed form (the Wiener
+filter), the reference the inference code is tested against.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Sequence
 import torch
 
 from ..checks import check_bool, check_choice, check_int, check_positive, check_reals
-from ..cosmology.growth import hubble
+from ..cosmology.growth import growth_factor, growth_rate, hubble
 from ..cosmology.linear_power import eisenstein_hu_power
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..datatypes.snapshot import lagrangian_grid
@@ -35,12 +41,14 @@ from ..mesh.paint import check_window, paint
 from .fields import default_tile_size, emulated_fields
 from .linear import linear_fields
 
-__all__ = ["ForwardModel", "OUTPUTS", "PARAMETERS"]
+__all__ = ["DYNAMICS", "ForwardModel", "OUTPUTS", "PARAMETERS"]
 
 log = logging.getLogger(__name__)
 
 #: Output kinds of :class:`ForwardModel`.
 OUTPUTS = ("displacement", "velocity", "density", "rsd_density")
+#: Dynamics of :class:`ForwardModel`: the emulator, the Zel'dovich approximation, linear theory.
+DYNAMICS = ("emulator", "za", "linear")
 #: Cosmological parameters a call may pass (as floats or tensors); the others come from ``cosmology``.
 PARAMETERS = ("omega_m", "omega_b", "h", "n_s", "sigma8")
 
@@ -80,6 +88,9 @@ class ForwardModel:
         forward at the cost of inference; False keeps them (faster, memory grows with the box);
         ``"checkpoint"`` recomputes through :func:`torch.utils.checkpoint.checkpoint` (see
         :func:`~emu_backend.differentiable.tiles.emulate_box`).
+    dynamics : {"emulator", "za", "linear"}
+        The nonlinear map: the emulator (default), the Zel'dovich approximation (no network; float64 on the
+        CPU), or linear theory (output ``"density"`` only, on the particle grid: ``n_mesh`` = ``grid``).
 
     Examples
     --------
@@ -98,7 +109,7 @@ class ForwardModel:
     def __init__(self, grid: int, box_size: float, z, *, emulator: Emulator | None = None, output: str = "density",
                  cosmology: Cosmology | None = None, tile_size: int | None = None, power: str = "eisenstein_hu",
                  n_mesh: int | None = None, window: str = "cic", los: int = 2, allow_extrapolation: bool = False,
-                 recompute: bool | str = True):
+                 recompute: bool | str = True, dynamics: str = "emulator"):
         self.grid = check_int(grid, "grid", 8)
         self.box_size = check_positive(box_size, "box_size", unit="Mpc/h")
         self.single = not isinstance(z, Sequence) and getattr(z, "ndim", 0) == 0
@@ -116,12 +127,22 @@ class ForwardModel:
         self.recompute = recompute if isinstance(recompute, str) else check_bool(recompute, "recompute")
         if isinstance(recompute, str):
             check_choice(recompute, "recompute", ("checkpoint",))
-        self.emulator = default_emulator(allow_extrapolation=allow_extrapolation) if emulator is None else emulator
-        if not isinstance(self.emulator, Emulator) or not isinstance(self.emulator.model, ZdepConvention):
-            raise InputError("emulator must be an Emulator of the map2map_zdep convention (ZdepConvention), got "
-                             f"{type(getattr(self.emulator, 'model', self.emulator)).__name__}")
-        self.net = self.emulator.model.net
-        self.dtype, self.device = self.emulator.dtype, self.emulator.device
+        self.dynamics = check_choice(dynamics, "dynamics", DYNAMICS)
+        if self.dynamics == "linear" and (self.output != "density" or self.n_mesh != self.grid):
+            raise InputError(f"dynamics='linear' gives the density on the particle grid only: output must be "
+                             f"'density' (got {self.output!r}) and n_mesh {self.grid} (got {self.n_mesh})")
+        if self.dynamics == "emulator":
+            self.emulator = default_emulator(allow_extrapolation=allow_extrapolation) if emulator is None else emulator
+            if not isinstance(self.emulator, Emulator) or not isinstance(self.emulator.model, ZdepConvention):
+                raise InputError("emulator must be an Emulator of the map2map_zdep convention (ZdepConvention), got "
+                                 f"{type(getattr(self.emulator, 'model', self.emulator)).__name__}")
+            self.net = self.emulator.model.net
+            self.dtype, self.device = self.emulator.dtype, self.emulator.device
+        else:
+            if emulator is not None:
+                raise InputError(f"dynamics={self.dynamics!r} uses no emulator; pass emulator=None")
+            self.emulator = self.net = None
+            self.dtype, self.device = torch.float64, torch.device("cpu")
         # the Lagrangian grid q [Mpc/h], (N^3, 3), particle (i, j, k) in C order
         q = lagrangian_grid(self.grid, self.box_size).reshape(3, -1).T
         self._q = torch.from_numpy(q.copy()).to(device=self.device, dtype=self.dtype)
@@ -145,21 +166,38 @@ class ForwardModel:
             if not math.isfinite(float(t.detach())):
                 raise InputError(f"{key} must be finite, got {float(t.detach())!r}")
             out[key] = t.to(device=self.device, dtype=torch.float64)
-        self.emulator.model.domain.check(float(out["omega_m"].detach()), self.zs, self.box_size, self.grid,
-                                         self.allow_extrapolation)
+        if self.emulator is not None:
+            self.emulator.model.domain.check(float(out["omega_m"].detach()), self.zs, self.box_size, self.grid,
+                                             self.allow_extrapolation)
         return out
 
     # -- the chain ----------------------------------------------------------------------------------------
-    def linear_displacement(self, noise: torch.Tensor, params: dict) -> torch.Tensor:
-        """z = 0 ZA displacement (3, N, N, N) [Mpc/h] of the white noise, in the emulator's dtype."""
+    def _power(self, params: dict):
         wiggles = self.power == "eisenstein_hu"
 
         def power(k):
             return eisenstein_hu_power(k, params["omega_m"], params["omega_b"], params["h"], params["n_s"],
                                        params["sigma8"], wiggles=wiggles)
 
-        _, psi = linear_fields(noise, power, self.box_size, density=False)
+        return power
+
+    def linear_displacement(self, noise: torch.Tensor, params: dict) -> torch.Tensor:
+        """z = 0 ZA displacement (3, N, N, N) [Mpc/h] of the white noise, in the model's dtype."""
+        _, psi = linear_fields(noise, self._power(params), self.box_size, density=False)
         return psi.to(self.dtype)
+
+    def _fields(self, noise: torch.Tensor, p: dict, velocity: bool) -> list:
+        """[(displacement [Mpc/h], velocity [km/s] or None)] per redshift, by the model's dynamics."""
+        psi = self.linear_displacement(noise, p)
+        if self.dynamics == "emulator":
+            return emulated_fields(self.net, psi, p["omega_m"], self.zs, tile_size=self.tile_size,
+                                   velocity=velocity, recompute=self.recompute)
+        fields = []
+        for z in self.zs:  # Zel'dovich: x = q + D psi, v = a dx/dt = a H f D psi
+            d = growth_factor(z, p["omega_m"])
+            vel = psi * (d * growth_rate(z, p["omega_m"]) * hubble(z, p["omega_m"]) / (1.0 + z)) if velocity else None
+            fields.append((psi * d, vel))
+        return fields
 
     def _density(self, displacement: torch.Tensor) -> torch.Tensor:
         pos = torch.remainder(self._q + displacement.reshape(3, -1).T, self.box_size)
@@ -181,11 +219,14 @@ class ForwardModel:
         if not torch.isfinite(noise.detach()).all():
             raise InputError("noise contains non-finite values")
         p = self.parameters(**params)
-        psi = self.linear_displacement(noise.to(self.device), p)
+        noise = noise.to(self.device)
+        if self.dynamics == "linear":  # delta(z) = D(z, Om) delta_lin(z = 0) on the particle grid
+            delta0, _ = linear_fields(noise.to(self.dtype), self._power(p), self.box_size, displacement=False)
+            outs = [delta0 * growth_factor(z, p["omega_m"]).to(self.dtype) for z in self.zs]
+            return outs[0] if self.single else outs
         need_velocity = self.output in ("velocity", "rsd_density")
         outs = []
-        fields = emulated_fields(self.net, psi, p["omega_m"], self.zs, tile_size=self.tile_size,
-                                 velocity=need_velocity, recompute=self.recompute)
+        fields = self._fields(noise, p, need_velocity)
         for z, (dis, vel) in zip(self.zs, fields):
             if self.output == "displacement":
                 outs.append(dis)

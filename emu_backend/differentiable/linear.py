@@ -24,7 +24,7 @@ __all__ = ["linear_fields"]
 
 
 def linear_fields(noise: torch.Tensor, power: Callable[[torch.Tensor], torch.Tensor], box_size: float, *,
-                  density: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+                  density: bool = True, displacement: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Linear density contrast and ZA displacement at z = 0 of white noise with the power spectrum ``power``.
 
     Parameters
@@ -39,10 +39,12 @@ def linear_fields(noise: torch.Tensor, power: Callable[[torch.Tensor], torch.Ten
         Box side [Mpc/h].
     density : bool
         Also return the density contrast (one more inverse FFT).
+    displacement : bool
+        Return the displacement (three inverse FFTs); False: ``Psi`` is None.
 
     Returns
     -------
-    (Tensor or None, Tensor)
+    (Tensor or None, Tensor or None)
         ``delta`` (n, n, n), dimensionless, and ``Psi`` (3, n, n, n) [Mpc/h], in the noise's dtype.
     """
     n = noise.shape[0]
@@ -58,7 +60,9 @@ def linear_fields(noise: torch.Tensor, power: Callable[[torch.Tensor], torch.Ten
     p = power(torch.sqrt(k2[keep]))
     amplitude = amplitude.masked_scatter(keep, torch.sqrt(p * box**3) / (n**1.5 * dv))
     delta_k = torch.fft.rfftn(noise.to(torch.float64)) * amplitude
-    phi_k = delta_k * (1j / k2)  # i delta_k / |k|^2
-    psi = torch.stack([torch.fft.irfftn(k * phi_k, s=(n, n, n)) for k in kvec]).to(dtype)
+    psi = None
+    if displacement:
+        phi_k = delta_k * (1j / k2)  # i delta_k / |k|^2
+        psi = torch.stack([torch.fft.irfftn(k * phi_k, s=(n, n, n)) for k in kvec]).to(dtype)
     delta = torch.fft.irfftn(delta_k, s=(n, n, n)).to(dtype) if density else None
     return delta, psi

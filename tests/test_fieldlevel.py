@@ -1,0 +1,239 @@
+"""Field-level inference (emu_backend.fieldlevel): the posterior against scipy and numpyro, the MAP and the
+NUTS posterior against the Wiener filter, resume bit for bit.
+
+References independent of the code under test:
+- the log posterior against ``scipy.stats.norm.logpdf`` sums (float64 round-off, 1e-12 relative);
+- numpyro's potential energy of the same posterior, built from its own distributions and interval
+  transform, against the torch log posterior plus the logit Jacobian written out here (1e-10 relative);
+- linear dynamics at fixed cosmology make the posterior Gaussian with a closed form per Fourier mode: for
+  ``d = D L w + n``, ``L`` diagonal in Fourier space with real amplitudes ``a_k`` (taken from the numpy ICs
+  code, :func:`emu_backend.ics.linear_field`), the mean is ``w_k = D a_k d_k / (D^2 a_k^2 + sigma^2)`` and the
+  variance per mode ``sigma^2 / (D^2 a_k^2 + sigma^2)`` (the Wiener filter), computed here with numpy FFTs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower, growth_factor
+from emu_backend.differentiable import ForwardModel
+from emu_backend.errors import DomainError, FileFormatError, InputError
+from emu_backend.ics import linear_field, white_noise
+
+pytest.importorskip("jax", reason="field-level sampling runs numpyro through the JAX adapter (extra 'jax')")
+pytest.importorskip("numpyro", reason="field-level sampling needs numpyro (extra 'jax')")
+
+from emu_backend.fieldlevel import (FieldLikelihood, Priors, SamplerConfig, find_map,  # noqa: E402
+                                    numpyro_model, sample_posterior)
+from emu_backend.fieldlevel import sampling as sampling_module  # noqa: E402
+
+N = 8
+BOX = 250.0  # Mpc/h: large cells keep the linear model linear-ish; the emulator is not used here
+Z = 0.5
+
+
+def _linear_problem(sigma=0.3, seed=1, infer=(), mask=None):
+    fm = ForwardModel(N, BOX, Z, dynamics="linear")
+    w = white_noise(N, seed=seed).astype(np.float64)
+    truth = fm(torch.from_numpy(w)).numpy()
+    data = truth + sigma * np.random.default_rng(seed + 100).normal(size=truth.shape)
+    return FieldLikelihood(fm, data, noise_sigma=sigma, infer=infer, mask=mask), w
+
+
+def _amplitudes():
+    """a_k of the linear model at z = 0 (rfft layout), from the numpy ICs code: delta_k = a_k w_k."""
+    w = white_noise(N, seed=99).astype(np.float64)
+    delta = linear_field(w, EisensteinHuPower(QUIJOTE_FIDUCIAL), BOX, dtype=np.float64).density
+    return (np.fft.rfftn(delta) / np.fft.rfftn(w)).real
+
+
+def _wiener(data, sigma):
+    """Posterior mean (real space) and per-mode variance (rfft layout) of the white noise."""
+    a = _amplitudes() * float(growth_factor(Z, QUIJOTE_FIDUCIAL.omega_m))
+    mean = np.fft.irfftn(a * np.fft.rfftn(data) / (a**2 + sigma**2), s=(N,) * 3, axes=(0, 1, 2))
+    return mean, sigma**2 / (a**2 + sigma**2)
+
+
+# -- the posterior -------------------------------------------------------------------------------------------
+def test_log_posterior_equals_scipy_sums_with_mask_noise_map_and_priors():
+    fm = ForwardModel(N, BOX, Z, dynamics="za", output="density")
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(N,) * 3)
+    sigma_map = rng.uniform(0.2, 0.6, size=(N,) * 3)
+    mask = rng.uniform(size=(N,) * 3) < 0.7
+    lik = FieldLikelihood(fm, data, noise_sigma=sigma_map, mask=mask, priors=Priors(omega_m=(0.2, 0.4)))
+    w = rng.normal(size=(N,) * 3)
+    om, s8 = 0.31, 0.83
+    got = float(lik.log_prob(torch.from_numpy(w), omega_m=om, sigma8=s8))
+    delta = fm(torch.from_numpy(w), omega_m=om, sigma8=s8).numpy()
+    ref = (scipy.stats.norm.logpdf(data[mask], delta[mask], sigma_map[mask]).sum()
+           + scipy.stats.norm.logpdf(w).sum() + scipy.stats.uniform.logpdf(om, 0.2, 0.2)
+           + scipy.stats.uniform.logpdf(s8, 0.6, 0.4))
+    assert got == pytest.approx(ref, rel=1e-12)
+    assert float(lik.log_prob(torch.from_numpy(w), omega_m=0.45, sigma8=s8)) == -np.inf  # outside the box
+
+
+@pytest.mark.parametrize("dynamics", ["linear", "za"])
+def test_log_posterior_gradient_equals_finite_differences(dynamics):
+    fm = ForwardModel(N, BOX, Z, dynamics=dynamics, output="density")
+    rng = np.random.default_rng(4)
+    lik = FieldLikelihood(fm, rng.normal(size=(N,) * 3), noise_sigma=0.5)
+    w = torch.from_numpy(rng.normal(size=(N,) * 3)).requires_grad_(True)
+    om = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    s8 = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    grads = torch.autograd.grad(lik.log_prob(w, omega_m=om, sigma8=s8), (w, om, s8))
+    v = rng.normal(size=(N,) * 3)
+    dv = rng.normal(size=2)
+    ad = float((grads[0] * torch.from_numpy(v)).sum()) + float(grads[1]) * dv[0] + float(grads[2]) * dv[1]
+    h = 1e-6
+
+    def f(t):
+        with torch.no_grad():
+            return float(lik.log_prob(w.detach() + t * torch.from_numpy(v), omega_m=0.3 + t * dv[0],
+                                      sigma8=0.8 + t * dv[1]))
+
+    # central difference: truncation ~h^2, round-off ~1e-16 |log p| / h ~ 1e-7 relative of the directional slope
+    assert ad == pytest.approx((f(h) - f(-h)) / (2 * h), rel=1e-5)
+
+
+def test_numpyro_potential_equals_the_torch_posterior_plus_the_interval_jacobian():
+    jax = pytest.importorskip("jax")
+    from numpyro.infer.util import potential_energy
+
+    lik, _ = _linear_problem(infer=("omega_m", "sigma8"), mask=np.random.default_rng(5).uniform(size=(N,) * 3) < 0.8)
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(N,) * 3)
+    u = {"omega_m": 0.7, "sigma8": -0.4}  # unconstrained (logit) coordinates
+    theta, log_jac = {}, 0.0
+    for name, x in u.items():
+        lo, hi = lik.priors.bounds(name)
+        s = 1.0 / (1.0 + np.exp(-x))
+        theta[name] = lo + (hi - lo) * s
+        log_jac += np.log(hi - lo) + np.log(s) + np.log1p(-s)
+    with jax.enable_x64(True):
+        pe = float(potential_energy(numpyro_model(lik), (), {}, {"noise": jax.numpy.asarray(w),
+                                                                  **{k: jax.numpy.asarray(v) for k, v in u.items()}}))
+    ref = -(float(lik.log_prob(torch.from_numpy(w), **theta)) + log_jac)
+    assert pe == pytest.approx(ref, rel=1e-10)
+
+
+def test_bad_inputs_are_refused_with_the_value_named():
+    fm = ForwardModel(N, BOX, Z, dynamics="linear")
+    data = np.zeros((N,) * 3)
+    with pytest.raises(InputError, match="mesh shape"):
+        FieldLikelihood(fm, np.zeros((4,) * 3), noise_sigma=1.0)
+    with pytest.raises(InputError, match="noise_sigma"):
+        FieldLikelihood(fm, data, noise_sigma=0.0)
+    with pytest.raises(InputError, match="mask selects no voxel"):
+        FieldLikelihood(fm, data, noise_sigma=1.0, mask=np.zeros((N,) * 3, bool))
+    with pytest.raises(InputError, match="infer"):
+        FieldLikelihood(fm, data, noise_sigma=1.0, infer=("h",))
+    with pytest.raises(InputError, match="prior sigma8 high"):
+        Priors(sigma8=(0.9, 0.8))
+    with pytest.raises(InputError, match="one redshift"):
+        FieldLikelihood(ForwardModel(N, BOX, [0.0, 1.0], dynamics="za"), data, noise_sigma=1.0)
+    from emu_backend.inference import Emulator, ZdepConvention
+    from emu_backend.nn import StyledVNet
+    emu = Emulator(ZdepConvention(StyledVNet(2, width=2)), dtype="float64")
+    with pytest.raises(DomainError, match="trained range"):
+        FieldLikelihood(ForwardModel(N, N * 1000 / 512, Z, emulator=emu), data, noise_sigma=1.0,
+                        priors=Priors(omega_m=(0.05, 0.5)))
+    with pytest.raises(InputError, match="init_theta sigma8"):
+        find_map(FieldLikelihood(fm, data, noise_sigma=1.0, infer=("sigma8",)), init_theta={"sigma8": 2.0})
+    with pytest.raises(InputError, match="num_samples"):
+        SamplerConfig(num_samples=0)
+
+
+# -- MAP and NUTS against the Wiener filter ----------------------------------------------------------------
+def test_map_at_fixed_cosmology_is_the_wiener_filter():
+    sigma = 0.3
+    lik, _ = _linear_problem(sigma=sigma)
+    result = find_map(lik)
+    assert result.converged and result.iterations < 100
+    mean, _ = _wiener(lik.data, sigma)
+    # a quadratic objective: L-BFGS reaches the exact optimum up to its stopping rule (1e-9 relative change)
+    np.testing.assert_allclose(result.noise, mean, rtol=0, atol=1e-5 * np.abs(mean).max())
+
+
+def test_joint_map_runs_sigma8_to_the_prior_edge():
+    """The known bias of a joint mode over the field and its amplitude (docs/field_level.md): a larger
+    sigma8 with a smaller noise field always raises the joint density, so the MAP's sigma8 sits at the
+    upper prior bound; the sampler's marginal posterior is the estimate of sigma8."""
+    lik, _ = _linear_problem(infer=("sigma8",))
+    result = find_map(lik, max_iterations=50)
+    assert result.theta["sigma8"] == pytest.approx(lik.priors.sigma8[1], abs=1e-3)
+
+
+def test_nuts_posterior_is_the_wiener_posterior():
+    sigma = 0.3
+    lik, _ = _linear_problem(sigma=sigma, seed=7)
+    mean, var = _wiener(lik.data, sigma)
+    post = sample_posterior(lik, SamplerConfig(num_warmup=120, num_samples=120, num_chains=1, max_tree_depth=5,
+                                               seed=3))
+    draws = post.samples["noise"][0]
+    # mean: correlation with the Wiener mean (its error is ~ sqrt(var / ESS) per mode)
+    assert np.corrcoef(draws.mean(0).ravel(), mean.ravel())[0, 1] > 0.97
+    # variance per Fourier mode (rfft amplitude^2 / N^3 of the residual), averaged in bins of the analytic value;
+    # ~120 draws over >= 50 modes per bin: a few per cent of sampling error; 10% allowed
+    resid = np.fft.rfftn(draws - mean, axes=(1, 2, 3))
+    measured = (np.abs(resid) ** 2).mean(0) / N**3
+    weight = np.ones_like(var)
+    weight[..., 1:-1] = 2.0  # rfft: the interior planes stand for two modes each
+    edges = np.quantile(var, [0.0, 0.33, 0.66, 1.0])
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (var >= lo) & (var <= hi)
+        ratio = (measured[sel] * weight[sel]).sum() / (var[sel] * weight[sel]).sum()
+        assert ratio == pytest.approx(1.0, abs=0.1), (lo, hi)
+    assert post.diagnostics["noise"]["n_eff_median"] > 50
+
+
+# -- resume -------------------------------------------------------------------------------------------------
+SMALL = SamplerConfig(num_warmup=4, num_samples=6, num_chains=2, max_tree_depth=3, save_every=2, seed=5)
+
+
+def _assert_same(a, b):
+    for group in ("samples", "stats"):
+        ga, gb = getattr(a, group), getattr(b, group)
+        assert sorted(ga) == sorted(gb)
+        for k in ga:
+            np.testing.assert_array_equal(ga[k], gb[k], err_msg=f"{group}[{k}]")
+
+
+def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    lik, _ = _linear_problem(infer=("sigma8",))
+    whole = sample_posterior(lik, SMALL, out_dir=tmp_path / "whole")
+    assert whole.samples["noise"].shape == (2, 6, N, N, N) and whole.samples["sigma8"].shape == (2, 6)
+    unsaved = sample_posterior(lik, SMALL)
+    _assert_same(whole, unsaved)
+
+    real_save, calls = sampling_module._save_state, {"n": 0}
+
+    def crash_after_save(*args, **kwargs):  # a kill right after the 7th durable save (chain 1, step 4)
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(sampling_module, "_save_state", crash_after_save)
+    with pytest.raises(KeyboardInterrupt):
+        sample_posterior(lik, SMALL, out_dir=tmp_path / "killed")
+    monkeypatch.setattr(sampling_module, "_save_state", real_save)
+    resumed = sample_posterior(lik, SMALL, out_dir=tmp_path / "killed")
+    _assert_same(whole, resumed)
+
+
+def test_resume_refuses_other_data_and_tampered_draws(tmp_path):
+    lik, _ = _linear_problem(infer=("sigma8",))
+    sample_posterior(lik, SMALL, out_dir=tmp_path)
+    other, _ = _linear_problem(infer=("sigma8",), seed=2)
+    with pytest.raises(InputError, match="another posterior"):
+        sample_posterior(other, SMALL, out_dir=tmp_path)
+    part = tmp_path / "chain_1" / "part_00000.npz"
+    raw = bytearray(part.read_bytes())
+    raw[-40] ^= 1
+    part.write_bytes(bytes(raw))
+    with pytest.raises(FileFormatError, match="does not match the digest"):
+        sample_posterior(lik, SMALL, out_dir=tmp_path)
