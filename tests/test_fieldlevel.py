@@ -26,8 +26,14 @@ from emu_backend.ics import linear_field, white_noise
 pytest.importorskip("jax", reason="field-level sampling runs numpyro through the JAX adapter (extra 'jax')")
 pytest.importorskip("numpyro", reason="field-level sampling needs numpyro (extra 'jax')")
 
-from emu_backend.fieldlevel import (FieldLikelihood, Priors, SamplerConfig, find_map,  # noqa: E402
-                                    numpyro_model, sample_posterior)
+from emu_backend.fieldlevel import (  # noqa: E402
+    FieldLikelihood,
+    Priors,
+    SamplerConfig,
+    find_map,
+    numpyro_model,
+    sample_posterior,
+)
 from emu_backend.fieldlevel import sampling as sampling_module  # noqa: E402
 
 N = 8
