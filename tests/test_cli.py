@@ -218,7 +218,7 @@ def test_every_subcommand_has_the_same_shape():
 
     from emu_backend.cli.main import SUBCOMMANDS
 
-    assert list(SUBCOMMANDS) == ["run", "validate", "make-training-set", "predict", "train"]
+    assert list(SUBCOMMANDS) == ["run", "validate", "make-training-set", "predict", "train", "reconstruct"]
     for name, module in SUBCOMMANDS.items():
         assert module.NAME == name and isinstance(module.HELP, str) and module.HELP
         assert callable(module.add_arguments) and callable(module.handle)

@@ -15,7 +15,7 @@ Examples
 >>> build_parser().prog
 'emu-backend'
 >>> list(SUBCOMMANDS)
-['run', 'validate', 'make-training-set', 'predict', 'train']
+['run', 'validate', 'make-training-set', 'predict', 'train', 'reconstruct']
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import EmuBackendError, from_system_error
-from . import make_training_set, predict, run, train, validate
+from . import make_training_set, predict, reconstruct, run, train, validate
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Subcommands: name -> module (``NAME``, ``HELP``, ``add_arguments``, ``handle``), in the order of ``--help``.
-SUBCOMMANDS = {module.NAME: module for module in (run, validate, make_training_set, predict, train)}
+SUBCOMMANDS = {module.NAME: module for module in (run, validate, make_training_set, predict, train, reconstruct)}
 
 
 def build_parser() -> argparse.ArgumentParser:
