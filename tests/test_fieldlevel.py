@@ -20,8 +20,9 @@ import torch
 
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower, growth_factor
 from emu_backend.differentiable import ForwardModel
-from emu_backend.errors import DomainError, FileFormatError, InputError
+from emu_backend.errors import DomainError, FileFormatError, InputError, OutputLockedError
 from emu_backend.ics import linear_field, white_noise
+from emu_backend.io.output_lock import output_lock
 
 pytest.importorskip("jax", reason="field-level sampling runs numpyro through the JAX adapter (extra 'jax')")
 pytest.importorskip("numpyro", reason="field-level sampling needs numpyro (extra 'jax')")
@@ -243,3 +244,6 @@ def test_resume_refuses_other_data_and_tampered_draws(tmp_path):
     part.write_bytes(bytes(raw))
     with pytest.raises(FileFormatError, match="does not match the digest"):
         sample_posterior(lik, SMALL, out_dir=tmp_path)
+    with output_lock(tmp_path / "busy", folder=True, command="another sampler"):  # a live writer holds the folder
+        with pytest.raises(OutputLockedError, match="another sampler"):
+            sample_posterior(lik, SMALL, out_dir=tmp_path / "busy")

@@ -19,6 +19,7 @@ follows it, checked on resume)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from ..adapters.jax_bridge import jax_module
 from ..checks import check_bool, check_int, check_real
 from ..errors import FileFormatError, InputError, MissingDependencyError
 from ..io.atomic import atomic_path
+from ..io.output_lock import output_lock
 from .likelihood import FieldLikelihood
 
 __all__ = ["Posterior", "SamplerConfig", "numpyro_model", "sample_posterior"]
@@ -298,7 +300,9 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
     out_dir : str or Path, optional
         Folder of the chains' states and draws. A run killed at any point continues from its last saved
         step when called again with the same ``lik`` and ``config`` and gives the same draws, bit for bit,
-        as an uninterrupted run; other data or settings are refused. Without it nothing is saved.
+        as an uninterrupted run (on the same machine and torch thread count: convolution sums depend on
+        them); other data or settings are refused. The folder is locked while chains run (a second
+        process on it gets :class:`~emu_backend.errors.OutputLockedError`). Without it nothing is saved.
     init : dict, optional
         Starting point (constrained values: ``"noise"`` (N, N, N) and inferred parameters), e.g. the MAP;
         default the prior medians (zero noise, the middle of the boxes).
@@ -325,7 +329,8 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
         if set(init) != {"noise", *lik.infer} or np.shape(init["noise"]) != grid:
             raise InputError(f"init must hold 'noise' of shape {grid} and {list(lik.infer)}, got "
                              f"{ {k: np.shape(v) for k, v in init.items()} }")
-    with jax.enable_x64(True):
+    lock = contextlib.nullcontext() if folder is None else output_lock(folder, folder=True, command="sample_posterior")
+    with lock, jax.enable_x64(True):
         if folder is not None:
             _open_folder(folder, _record(lik, config))
         strategy = (init_to_median(num_samples=15) if init is None else
