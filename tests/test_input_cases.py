@@ -203,6 +203,43 @@ def test_blosc_input_loads_hdf5plugin_only_when_needed(tmp_path):
     assert out.stdout.strip().endswith("ok")
 
 
+
+def test_blosc_training_sample_loads_hdf5plugin_on_demand(tmp_path):
+    """A training sample whose datasets were recompressed with Blosc reads, in a fresh interpreter, after
+    hdf5plugin is imported on demand, with the values of the plain file."""
+    pytest.importorskip("hdf5plugin", reason="hdf5plugin not installed: pip install 'emu_backend[quijote]'")
+    write = textwrap.dedent("""
+        import hdf5plugin, h5py, numpy as np
+        from emu_backend.cosmology import QUIJOTE_FIDUCIAL
+        from emu_backend.io.training_sample import TrainingSample, write_training_sample
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(3, 8, 8, 8)).astype(np.float32)
+        y = rng.normal(size=(2, 3, 8, 8, 8)).astype(np.float32)
+        write_training_sample("plain.h5", TrainingSample(x, [0.0, 0.5], y, 2 * y, 8 * 1000 / 512, QUIJOTE_FIDUCIAL, seed=1))
+        with h5py.File("plain.h5") as src, h5py.File("blosc.h5", "w") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for k in src:
+                kw = hdf5plugin.Blosc(cname="zstd", clevel=5) if src[k].ndim > 1 else {}
+                dst.create_dataset(k, data=src[k][...], **kw)
+    """)
+    read = textwrap.dedent("""
+        import sys, numpy as np
+        from emu_backend.io.training_sample import read_training_sample
+        assert "hdf5plugin" not in sys.modules
+        a = read_training_sample("plain.h5")
+        assert "hdf5plugin" not in sys.modules
+        b = read_training_sample("blosc.h5")
+        assert "hdf5plugin" in sys.modules
+        assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("input_displacement", "displacement", "velocity"))
+        print("ok")
+    """)
+    for script in (write, read):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                             cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
 # -- training ----------------------------------------------------------------------------------------------------
 def test_training_holds_one_crop_at_a_time(tmp_path, monkeypatch):
     """A large batch is drawn crop by crop (the batch once held every crop of a step at the same time)."""

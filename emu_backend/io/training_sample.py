@@ -31,6 +31,7 @@ from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
+from .hdf5_filters import ensure_filters
 
 __all__ = ["TrainingSample", "write_training_sample", "read_training_sample", "FORMAT", "FORMAT_VERSION"]
 
@@ -209,6 +210,7 @@ def read_training_sample(path: str | Path) -> TrainingSample:
             for key in ("input_displacement", "z", "displacement", "velocity"):
                 if key not in f:
                     raise FileFormatError(f"{str(path)!r}: dataset {key!r} is missing")
+                ensure_filters(f[key], path, key)  # Blosc-compressed copies: hdf5plugin on demand
                 arrays[key] = f[key][...]
     except FileFormatError:
         raise
