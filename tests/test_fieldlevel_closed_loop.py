@@ -1,10 +1,13 @@
 """Field-level inference end to end (slow tier): the closed loop with the shipped emulator, and the
 calibration of the sigma8 posterior over repeated seeds.
 
-- Closed loop: data = the shipped emulator's density of a known white noise + Gaussian noise. The MAP
-  white noise (cosmology fixed at the truth) must correlate with the true noise at r(k) > 0.9 in the k bins
-  where the signal power exceeds the noise power (white noise of variance sigma^2 per cell has
-  P_noise = sigma^2 (L / n)^3), the criterion of the field-level inference papers.
+- Closed loop: data = the shipped emulator's density (16^3, z = 2) of a known white noise + Gaussian noise
+  (sigma = 0.3 per cell: P_noise = sigma^2 (L / n)^3). The MAP white noise (cosmology fixed at the truth,
+  100 L-BFGS evaluations) must correlate with the true noise at r(k) > 0.9 in the k bins where the signal
+  power exceeds ten times the noise power. Why ten: even for a linear model the best reconstruction (the
+  Wiener filter) reaches only r = sqrt(S / (S + N)), 0.71 at S = N and 0.95 at S = 10 N; the emulator's
+  nonlinearity loses more. Measured here: r = 0.998, 0.986, 0.926 in the three such bins (k < 1.05 h/Mpc),
+  0.81 and 0.62 in the two above (S/N 7.7 and 3.7).
 - Calibration: for data drawn from the prior predictive of the linear model (sigma8 drawn from its prior,
   noise and observation noise from theirs), the central 90% credible interval of the NUTS posterior of
   sigma8 covers the truth in 90% of the repeats. With 10 repeats the count is Binomial(10, 0.9); the test
@@ -17,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from emu_backend.validation import cross_correlation
+from emu_backend.validation import cross_correlation, power_spectrum
 
 from emu_backend.differentiable import ForwardModel
 from emu_backend.ics import white_noise
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_closed_loop_map_recovers_the_initial_noise_where_signal_exceeds_noise():
-    n, z, sigma = 16, 0.0, 0.5
+    n, z, sigma = 16, 2.0, 0.3
     box = n * 1000 / 512  # the emulator's trained cell
     fm = ForwardModel(n, box, z, output="density")  # the shipped weights
     w = white_noise(n, seed=21).astype(np.float64)
@@ -38,13 +41,12 @@ def test_closed_loop_map_recovers_the_initial_noise_where_signal_exceeds_noise()
         truth = fm(torch.from_numpy(w)).double().numpy()
     data = truth + sigma * np.random.default_rng(22).normal(size=truth.shape)
     lik = FieldLikelihood(fm, data, noise_sigma=sigma, infer=())
-    result = find_map(lik, max_iterations=30)
+    result = find_map(lik, max_iterations=10, inner_iterations=10)
     edges = np.linspace(2 * np.pi / box, np.pi * n / box, 6)
-    from emu_backend.validation import power_spectrum
     p_signal = power_spectrum(truth, box, edges).power
     p_noise = sigma**2 * (box / n) ** 3
     r = cross_correlation(result.noise, w, box, edges).r
-    signal_dominated = p_signal > p_noise
+    signal_dominated = p_signal > 10 * p_noise
     assert signal_dominated.sum() >= 2, (p_signal, p_noise)
     assert np.all(r[signal_dominated] > 0.9), (r, p_signal / p_noise)
 
