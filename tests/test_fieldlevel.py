@@ -178,13 +178,13 @@ def test_nuts_posterior_is_the_wiener_posterior():
     sigma = 0.3
     lik, _ = _linear_problem(sigma=sigma, seed=7)
     mean, var = _wiener(lik.data, sigma)
-    post = sample_posterior(lik, SamplerConfig(num_warmup=120, num_samples=120, num_chains=1, max_tree_depth=5,
+    post = sample_posterior(lik, SamplerConfig(num_warmup=80, num_samples=100, num_chains=1, max_tree_depth=5,
                                                seed=3))
     draws = post.samples["noise"][0]
     # mean: correlation with the Wiener mean (its error is ~ sqrt(var / ESS) per mode)
     assert np.corrcoef(draws.mean(0).ravel(), mean.ravel())[0, 1] > 0.97
     # variance per Fourier mode (rfft amplitude^2 / N^3 of the residual), averaged in bins of the analytic value;
-    # ~120 draws over >= 50 modes per bin: a few per cent of sampling error; 10% allowed
+    # ~100 draws over >= 50 modes per bin: a few per cent of sampling error; 10% allowed
     resid = np.fft.rfftn(draws - mean, axes=(1, 2, 3))
     measured = (np.abs(resid) ** 2).mean(0) / N**3
     weight = np.ones_like(var)
