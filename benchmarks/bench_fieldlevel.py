@@ -29,11 +29,11 @@ import time
 
 import numpy as np
 import torch
+from emu_backend.validation import cross_correlation
 
 from emu_backend.differentiable import ForwardModel
 from emu_backend.fieldlevel import FieldLikelihood, SamplerConfig, find_map, sample_posterior
 from emu_backend.fieldlevel.observations import synthetic_observation
-from emu_backend.validation import cross_correlation
 
 
 def _time(fn) -> float:
