@@ -247,3 +247,12 @@ def test_resume_refuses_other_data_and_tampered_draws(tmp_path):
     with output_lock(tmp_path / "busy", folder=True, command="another sampler"):  # a live writer holds the folder
         with pytest.raises(OutputLockedError, match="another sampler"):
             sample_posterior(lik, SMALL, out_dir=tmp_path / "busy")
+
+
+def test_default_omega_m_prior_is_the_emulators_trained_range():
+    """The shipped weights were trained on 0.1086 <= Omega_m <= 0.4996: the default prior box is that range
+    (a wider default would be refused by the emulator's domain check)."""
+    fm = ForwardModel(N, N * 1000 / 512, Z, output="density")  # the shipped emulator
+    lik = FieldLikelihood(fm, np.zeros((N,) * 3), noise_sigma=1.0)
+    assert lik.priors.omega_m == tuple(fm.emulator.model.domain.omega_m)
+    assert lik.priors.omega_m != Priors().omega_m and lik.priors.sigma8 == Priors().sigma8

@@ -43,9 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--z", type=float, help="override the data's redshift")
     p.add_argument("--infer", nargs="*", choices=COSMOLOGY_PARAMETERS, default=list(COSMOLOGY_PARAMETERS),
                    help="cosmological parameters inferred with the field (default both; none: fixed)")
-    p.add_argument("--prior-omega-m", dest="prior_omega_m", type=float, nargs=2, default=[0.1, 0.5],
-                   metavar=("LO", "HI"), help="uniform prior of Omega_m (default the trained range 0.1 0.5)")
-    p.add_argument("--prior-sigma8", dest="prior_sigma8", type=float, nargs=2, default=[0.6, 1.0],
+    p.add_argument("--prior-omega-m", dest="prior_omega_m", type=float, nargs=2,
+                   metavar=("LO", "HI"), help="uniform prior of Omega_m (default the emulator's trained range)")
+    p.add_argument("--prior-sigma8", dest="prior_sigma8", type=float, nargs=2,
                    metavar=("LO", "HI"), help="uniform prior of sigma8 (default 0.6 1.0)")
     p.add_argument("--dynamics", choices=DYNAMICS, default="emulator", help="forward model (default emulator)")
     p.add_argument("--weights", metavar="PATH", help="emulator checkpoint (default: shipped weights)")
@@ -74,8 +74,8 @@ _SAMPLER = ("num_warmup", "num_samples", "num_chains", "seed", "max_tree_depth",
 def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
     """The :class:`ReconstructConfig` of parsed flags."""
     sampler = SamplerConfig(**{k: getattr(args, k) for k in _SAMPLER})
-    return ReconstructConfig(infer=tuple(args.infer), prior_omega_m=tuple(args.prior_omega_m),
-                             prior_sigma8=tuple(args.prior_sigma8), sampler=sampler,
+    return ReconstructConfig(infer=tuple(args.infer), prior_omega_m=args.prior_omega_m,
+                             prior_sigma8=args.prior_sigma8, sampler=sampler,
                              **{k: getattr(args, k) for k in _KEYS})
 
 

@@ -85,9 +85,10 @@ class FieldLikelihood:
         Observed voxels (default all); the others do not enter the likelihood.
     infer : sequence of {"omega_m", "sigma8"}
         Cosmological parameters inferred with the noise; the others stay at ``model.cosmology``.
-    priors : Priors
+    priors : Priors, optional
         Box priors of the inferred parameters. With the emulator they must lie inside its trained Omega_m
-        range unless the model allows extrapolation.
+        range unless the model allows extrapolation; by default Omega_m's box is that range (the shipped
+        weights': 0.1086-0.4996) and sigma8's the Quijote Latin hypercube's.
     """
 
     def __init__(self, model: ForwardModel, data, *, noise_sigma, mask=None, infer=COSMOLOGY_PARAMETERS,
@@ -116,7 +117,9 @@ class FieldLikelihood:
         if bad or len(set(infer)) != len(infer):
             raise InputError(f"infer must be distinct names among {COSMOLOGY_PARAMETERS}, got {list(infer)}")
         self.infer = tuple(p for p in COSMOLOGY_PARAMETERS if p in infer)
-        self.priors = Priors() if priors is None else priors
+        if priors is None:
+            priors = Priors() if model.emulator is None else Priors(omega_m=tuple(model.emulator.model.domain.omega_m))
+        self.priors = priors
         if not isinstance(self.priors, Priors):
             raise InputError(f"priors must be a Priors, got {type(self.priors).__name__}")
         if model.emulator is not None and "omega_m" in self.infer and not model.allow_extrapolation:

@@ -66,8 +66,9 @@ class ReconstructConfig:
         Override the data's redshift.
     infer : tuple of str
         Inferred cosmological parameters among ("omega_m", "sigma8").
-    prior_omega_m, prior_sigma8 : (float, float)
-        Box priors.
+    prior_omega_m, prior_sigma8 : (float, float), optional
+        Box priors (default: Omega_m the emulator's trained range, 0.1-0.5 without the emulator; sigma8
+        0.6-1.0).
     dynamics : {"emulator", "za", "linear"}
     weights : str or Path, optional
         Emulator weights (default the shipped ones).
@@ -87,8 +88,8 @@ class ReconstructConfig:
     grid: int | None = None
     z: float | None = None
     infer: tuple = COSMOLOGY_PARAMETERS
-    prior_omega_m: tuple = Priors.omega_m
-    prior_sigma8: tuple = Priors.sigma8
+    prior_omega_m: tuple | None = None
+    prior_sigma8: tuple | None = None
     dynamics: str = "emulator"
     weights: Path | None = None
     window: str = "cic"
@@ -111,7 +112,10 @@ class ReconstructConfig:
         if any(p not in COSMOLOGY_PARAMETERS for p in infer) or len(set(infer)) != len(infer):
             raise InputError(f"infer must be distinct names among {COSMOLOGY_PARAMETERS}, got {list(infer)}")
         object.__setattr__(self, "infer", infer)
-        Priors(omega_m=tuple(self.prior_omega_m), sigma8=tuple(self.prior_sigma8))  # checks the boxes
+        for name in ("prior_omega_m", "prior_sigma8"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        Priors(**{k: v for k, v in (("omega_m", self.prior_omega_m), ("sigma8", self.prior_sigma8)) if v is not None})
         check_choice(self.dynamics, "dynamics", DYNAMICS)
         check_choice(self.window, "window", ("cic", "tsc"))
         if self.los is not None:
@@ -121,9 +125,12 @@ class ReconstructConfig:
         if not isinstance(self.sampler, SamplerConfig):
             raise InputError(f"sampler must be a SamplerConfig, got {type(self.sampler).__name__}")
 
-    @property
-    def priors(self) -> Priors:
-        return Priors(omega_m=tuple(self.prior_omega_m), sigma8=tuple(self.prior_sigma8))
+    def priors(self, model: ForwardModel) -> Priors:
+        """The box priors: those given, the others by default (Omega_m: the emulator's trained range)."""
+        om = self.prior_omega_m
+        if om is None:
+            om = Priors.omega_m if model.emulator is None else tuple(model.emulator.model.domain.omega_m)
+        return Priors(omega_m=om, sigma8=Priors.sigma8 if self.prior_sigma8 is None else self.prior_sigma8)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -339,14 +346,15 @@ def reconstruct(config: ReconstructConfig, *, progress: bool = False) -> Reconst
     mesh = load_observation(config)
     model = _model(config, mesh)
     sigma, mask = mesh.noise_sigma, mesh.mask
-    lik = FieldLikelihood(model, mesh.density, noise_sigma=sigma, mask=mask, infer=config.infer, priors=config.priors)
-    fixed = FieldLikelihood(model, mesh.density, noise_sigma=sigma, mask=mask, infer=(), priors=config.priors)
+    priors = config.priors(model)
+    lik = FieldLikelihood(model, mesh.density, noise_sigma=sigma, mask=mask, infer=config.infer, priors=priors)
+    fixed = FieldLikelihood(model, mesh.density, noise_sigma=sigma, mask=mask, infer=(), priors=priors)
     out = config.out
     with output_lock(out, folder=True, command="emu-backend reconstruct"):
         map_info = _map_stage(fixed, out, config.map_iterations, progress)
         init = {"noise": map_info[0]}
         for name in lik.infer:
-            lo, hi = config.priors.bounds(name)
+            lo, hi = priors.bounds(name)
             init[name] = float(np.clip(getattr(mesh.cosmology, name), lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo)))
         t0 = time.perf_counter()
         post = sample_posterior(lik, config.sampler, out_dir=out / "chains", init=init, progress=progress)
