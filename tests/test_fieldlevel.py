@@ -256,3 +256,9 @@ def test_default_omega_m_prior_is_the_emulators_trained_range():
     lik = FieldLikelihood(fm, np.zeros((N,) * 3), noise_sigma=1.0)
     assert lik.priors.omega_m == tuple(fm.emulator.model.domain.omega_m)
     assert lik.priors.omega_m != Priors().omega_m and lik.priors.sigma8 == Priors().sigma8
+
+
+def test_too_few_draws_for_diagnostics_give_none_rather_than_an_error():
+    lik, _ = _linear_problem()
+    post = sample_posterior(lik, SamplerConfig(num_warmup=2, num_samples=3, num_chains=1, max_tree_depth=2))
+    assert post.samples["noise"].shape == (1, 3, N, N, N) and post.diagnostics == {}

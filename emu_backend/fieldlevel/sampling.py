@@ -107,7 +107,7 @@ class Posterior:
         evaluations (``num_steps``), divergences.
     diagnostics : dict
         Per parameter: mean, std, split R-hat and bulk ESS (numpyro.diagnostics); for the noise the worst
-        and median R-hat and ESS over its N^3 values. Present with two or more draws per chain.
+        and median R-hat and ESS over its N^3 values. Empty with fewer than four draws per chain.
     config : SamplerConfig
     """
 
@@ -276,7 +276,7 @@ def _diagnostics(samples: dict) -> dict:
     from numpyro.diagnostics import summary
 
     chains, draws = samples["noise"].shape[:2]
-    if draws < 2:
+    if draws < 4:  # numpyro's split R-hat splits each chain in halves of at least two draws
         return {}
     table = summary(samples, prob=0.9, group_by_chain=True)
     out = {}
