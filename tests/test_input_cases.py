@@ -163,6 +163,15 @@ def test_cosmology_names_must_be_strings():
 
 
 # -- compressed inputs -------------------------------------------------------------------------------------------
+def _run_in_fresh_interpreters(folder, *scripts):
+    """Run each script in its own Python process in ``folder``; the last one must print ``ok``."""
+    for script in scripts:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                             cwd=folder)
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
 def test_blosc_input_loads_hdf5plugin_only_when_needed(tmp_path):
     """In a fresh interpreter, a Blosc-compressed predict input (and field file) is read after hdf5plugin
     is imported on demand, with the values of the uncompressed file."""
@@ -196,11 +205,7 @@ def test_blosc_input_loads_hdf5plugin_only_when_needed(tmp_path):
         assert np.array_equal(read_fields("blosc.h5").velocity, read_fields("plain.h5").velocity)
         print("ok")
     """)
-    for script in (write, read):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                             cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().endswith("ok")
+    _run_in_fresh_interpreters(tmp_path, write, read)
 
 
 
@@ -234,11 +239,8 @@ def test_blosc_training_sample_loads_hdf5plugin_on_demand(tmp_path):
         assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("input_displacement", "displacement", "velocity"))
         print("ok")
     """)
-    for script in (write, read):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                             cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().endswith("ok")
+    _run_in_fresh_interpreters(tmp_path, write, read)
+
 
 # -- training ----------------------------------------------------------------------------------------------------
 def test_training_holds_one_crop_at_a_time(tmp_path, monkeypatch):
