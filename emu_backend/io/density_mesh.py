@@ -30,7 +30,7 @@ from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from .atomic import atomic_path
-from .hdf5_filters import ensure_filters
+from .hdf5_filters import read_datasets
 from .output_lock import output_lock
 from .output_path import check_writable, os_errors_as_package_errors
 
@@ -156,29 +156,21 @@ def read_density_mesh(path) -> DensityMesh:
         Not an HDF5 density mesh (naming the missing or bad dataset/attribute), truncated or corrupt.
     """
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise FileFormatError(f"{str(path)!r} is not a density mesh file (format attribute "
-                                      f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
-            version = int(f.attrs.get("format_version", -1))
-            if version != FORMAT_VERSION:
-                raise FileFormatError(f"{str(path)!r}: density mesh format_version {version}, this version reads "
-                                      f"{FORMAT_VERSION}")
-            missing = [k for k in ("box_size", "z", "cosmology") if k not in f.attrs]
-            if "density" not in f or missing:
-                raise FileFormatError(f"{str(path)!r}: missing {(['density'] if 'density' not in f else []) + missing}")
-            arrays = {}
-            for key in ("density", "noise_sigma", "mask", "initial_noise"):
-                if key in f:
-                    ensure_filters(f[key], path, key)
-                    arrays[key] = f[key][...]
-            attrs = {k: f.attrs[k] for k in f.attrs}
-    except FileFormatError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise FileFormatError(f"{str(path)!r}: cannot be read as an HDF5 density mesh (truncated or corrupt?): "
-                              f"{exc}") from exc
+
+    def check(attrs: dict) -> None:
+        if attrs.get("format") != FORMAT:
+            raise FileFormatError(f"{str(path)!r} is not a density mesh file (format attribute "
+                                  f"{attrs.get('format')!r}, expected {FORMAT!r})")
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise FileFormatError(f"{str(path)!r}: density mesh format_version {version}, this version reads "
+                                  f"{FORMAT_VERSION}")
+        missing = [k for k in ("box_size", "z", "cosmology") if k not in attrs]
+        if missing:
+            raise FileFormatError(f"{str(path)!r}: attributes {missing} are missing")
+
+    attrs, arrays = read_datasets(path, "an HDF5 density mesh", required=("density",),
+                                  optional=("noise_sigma", "mask", "initial_noise"), check_attrs=check)
     try:
         cosmology = Cosmology.from_dict(json.loads(attrs["cosmology"]))
         meta = meta_from_json(attrs["meta"]) if "meta" in attrs else {}

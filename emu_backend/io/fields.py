@@ -30,7 +30,7 @@ from ..datatypes.meta import meta_from_json, meta_to_json
 from ..datatypes.snapshot import A_MAX, Snapshot
 from ..errors import FileFormatError, InputError
 from .atomic import atomic_path
-from .hdf5_filters import ensure_filters
+from .hdf5_filters import read_datasets
 from .output_lock import output_lock
 from .output_path import check_writable, os_errors_as_package_errors
 
@@ -253,24 +253,8 @@ def field_attributes(path, attrs: dict) -> dict:
 
 
 def _read_hdf5(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
-
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {key: f.attrs[key] for key in f.attrs}
-            if "displacement" not in f:
-                raise FileFormatError(f"{str(path)!r}: dataset 'displacement' is missing")
-            for key in ("displacement", "velocity"):
-                if key in f:
-                    ensure_filters(f[key], path, key)
-            dis = f["displacement"][...]
-            vel = f["velocity"][...] if "velocity" in f else None
-    except FileFormatError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError for corrupt B-trees
-        raise FileFormatError(
-            f"{str(path)!r}: cannot be read as an HDF5 field file (truncated or corrupt?): {exc}"
-        ) from exc
-    return attrs, dis, vel
+    attrs, arrays = read_datasets(path, "an HDF5 field file", required=("displacement",), optional=("velocity",))
+    return attrs, arrays["displacement"], arrays.get("velocity")
 
 
 def _read_npz(path: Path) -> tuple[dict, np.ndarray, np.ndarray | None]:

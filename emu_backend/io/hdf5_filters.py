@@ -4,16 +4,22 @@ h5py has gzip, lzf and szip built in. Other filters, such as Blosc (id 32001, us
 snapshots since 2023), come with ``hdf5plugin``, which registers them when it is imported. Importing it
 costs time and is an optional extra, so a reader calls :func:`ensure_filters` on each dataset before
 reading it: hdf5plugin is imported only when a filter is missing, and a filter that is still missing
-is named in a clear error instead of h5py's "can't read data".
+is named in a clear error instead of h5py's "can't read data". :func:`read_datasets` is the one reading
+loop of the package's own HDF5 formats (field files, training samples, density meshes): root attributes,
+a format check, the named datasets with their filters, h5py's errors turned into a named
+:class:`~emu_backend.errors.FileFormatError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import h5py
+import numpy as np
 
 from ..errors import FileFormatError, MissingDependencyError, require
 
-__all__ = ["HDF5_EXTRA", "ensure_filters"]
+__all__ = ["HDF5_EXTRA", "ensure_filters", "read_datasets"]
 
 #: The pyproject extra that installs hdf5plugin.
 HDF5_EXTRA = "quijote"
@@ -46,3 +52,50 @@ def ensure_filters(ds: h5py.Dataset, path, key: str) -> None:
         if not h5py.h5z.filter_avail(code):
             raise FileFormatError(f"{str(path)!r}: dataset {key!r} needs HDF5 filter {code} ({label}), which "
                                   f"hdf5plugin does not provide")
+
+
+def read_datasets(path, what: str, *, required: Sequence[str] = (), optional: Sequence[str] = (),
+                  check_attrs: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Root attributes and the named datasets of HDF5 file ``path``, hdf5plugin loaded where a filter needs it.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        The kind of file, for the error message (e.g. ``"a training sample"``).
+    required, optional : sequence of str
+        Datasets that must be present / that are read when present.
+    check_attrs : callable, optional
+        Called with the root attributes before any dataset is read; raises :class:`FileFormatError`
+        (format tag, version, missing attributes).
+
+    Returns
+    -------
+    (dict, dict)
+        The root attributes and ``{name: array}`` of the datasets read.
+
+    Raises
+    ------
+    FileFormatError
+        A missing required dataset (named), a failed ``check_attrs``, a truncated or corrupt file.
+    MissingDependencyError
+        A dataset's filter needs hdf5plugin, which is not installed.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {key: f.attrs[key] for key in f.attrs}
+            if check_attrs is not None:
+                check_attrs(attrs)
+            for key in required:
+                if key not in f:
+                    raise FileFormatError(f"{str(path)!r}: dataset {key!r} is missing")
+            arrays = {}
+            for key in (*required, *optional):
+                if key in f:
+                    ensure_filters(f[key], path, key)
+                    arrays[key] = f[key][...]
+    except (FileFormatError, MissingDependencyError):
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError for corrupt B-trees
+        raise FileFormatError(f"{str(path)!r}: cannot be read as {what} (truncated or corrupt?): {exc}") from exc
+    return attrs, arrays

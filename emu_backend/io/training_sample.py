@@ -31,7 +31,7 @@ from ..cosmology.params import Cosmology
 from ..datatypes.meta import meta_from_json, meta_to_json
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
-from .hdf5_filters import ensure_filters
+from .hdf5_filters import read_datasets
 
 __all__ = ["TrainingSample", "write_training_sample", "read_training_sample", "FORMAT", "FORMAT_VERSION"]
 
@@ -198,25 +198,16 @@ def read_training_sample(path: str | Path) -> TrainingSample:
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"training sample {str(path)!r} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {key: f.attrs[key] for key in f.attrs}
-            if attrs.get("format") != FORMAT:
-                raise FileFormatError(f"{str(path)!r}: format is {attrs.get('format')!r}, expected {FORMAT!r}")
-            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-                raise FileFormatError(f"{str(path)!r}: format_version {attrs.get('format_version')!r}, "
-                                      f"this reader knows {FORMAT_VERSION}")
-            arrays = {}
-            for key in ("input_displacement", "z", "displacement", "velocity"):
-                if key not in f:
-                    raise FileFormatError(f"{str(path)!r}: dataset {key!r} is missing")
-                ensure_filters(f[key], path, key)  # Blosc-compressed copies: hdf5plugin on demand
-                arrays[key] = f[key][...]
-    except FileFormatError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise FileFormatError(f"{str(path)!r}: cannot be read as a training sample (truncated or corrupt?): "
-                              f"{exc}") from exc
+
+    def check(attrs: dict) -> None:
+        if attrs.get("format") != FORMAT:
+            raise FileFormatError(f"{str(path)!r}: format is {attrs.get('format')!r}, expected {FORMAT!r}")
+        if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+            raise FileFormatError(f"{str(path)!r}: format_version {attrs.get('format_version')!r}, "
+                                  f"this reader knows {FORMAT_VERSION}")
+
+    attrs, arrays = read_datasets(path, "a training sample", check_attrs=check,
+                                  required=("input_displacement", "z", "displacement", "velocity"))
     try:
         seed = int(attrs["seed"])
         return TrainingSample(
