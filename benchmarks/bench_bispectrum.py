@@ -15,16 +15,8 @@ import time
 
 import numpy as np
 import scipy.fft
+from _timing import best_time, smoke_banner
 from emu_backend.validation.bispectrum import bispectrum, triangle_bins
-
-
-def _best(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv=None) -> None:
@@ -36,7 +28,11 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--workers", type=int, default=-1, help="scipy.fft threads (-1: all cores)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats of the reference FFT (best taken)")
+    parser.add_argument("--smoke", action="store_true", help="one 32^3 mesh, 3 shells (for CI; numbers mean nothing)")
     args = parser.parse_args(argv)
+    smoke_banner(args.smoke)
+    if args.smoke:
+        args.meshes, args.shells, args.repeat = [32], 3, 1
 
     dtype = np.dtype(args.dtype)
     print(f"{'N':>5} {'bins':>5} {'shells':>6} {'B time [s]':>10} {'FFT [s]':>8} {'B / FFT':>8} {'peak RSS [GB]':>13}")
@@ -45,7 +41,7 @@ def main(argv=None) -> None:
         k_nyq = np.pi * n / args.box
         dk = args.k_max_frac * k_nyq / args.shells
         tri = triangle_bins(args.shells * dk, dk)
-        t_fft = _best(lambda: scipy.fft.rfftn(field, workers=args.workers), args.repeat)
+        t_fft = best_time(lambda: scipy.fft.rfftn(field, workers=args.workers), args.repeat, warm_up=False)
         t0 = time.perf_counter()
         res = bispectrum(field, args.box, tri, k_width=dk, dtype=dtype, workers=args.workers)
         t_b = time.perf_counter() - t0

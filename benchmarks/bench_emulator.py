@@ -18,6 +18,7 @@ Prints, for one tile size:
   skips it).
 
 Usage: python benchmarks/bench_emulator.py [--tile 32] [--width 64] [--threads N] [--repeat 2] [--nbody-grid 64]
+       [--pmwd-steps 32] [--smoke]
 """
 
 from __future__ import annotations
@@ -25,25 +26,15 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import best_time, smoke_banner
 
 from emu_backend.inference import ZdepConvention
 from emu_backend.nn import StyledConv3d, StyledVNet, blocks
 from emu_backend.nn.flops import network_flops
-
-
-def best_time(fn, repeat):
-    fn()  # warm-up (allocator, MKL-DNN primitive creation)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 class Straightforward:
@@ -82,7 +73,12 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--nbody-grid", type=int, default=64, help="box of the N-body comparison (0: skip)")
+    p.add_argument("--pmwd-steps", type=int, default=32, help="pmwd steps of the N-body comparison")
+    p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI; numbers mean nothing)")
     args = p.parse_args()
+    smoke_banner(args.smoke)
+    if args.smoke:
+        args.tile, args.width, args.repeat, args.nbody_grid, args.pmwd_steps = 8, 4, 1, 16, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     n = args.tile + 96
@@ -145,7 +141,7 @@ def main():
         from bench_vs_nbody import compare
 
         print()
-        compare(args.nbody_grid, args.width, jaxpm=False)
+        compare(args.nbody_grid, args.width, args.pmwd_steps, jaxpm=False)
         print()
 
     # last: the allocator setting is process-wide and cannot be undone

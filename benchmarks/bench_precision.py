@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import best_time, smoke_banner
 
 from emu_backend.checkpoints import load_published
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL, EisensteinHuPower, growth_factor
@@ -44,22 +44,13 @@ def parse_mode(text: str) -> tuple[str, str | None]:
     return precision, compile_mode or None
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+#: Time a warm-up call (which also compiles) before the timed ones; off in smoke mode.
+WARM_UP = True
 
 
-def timed(fn, device, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls after one warm-up (which also compiles)."""
-    fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+def timed(fn, device: torch.device, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up (which also compiles), the GPU synchronised."""
+    return best_time(fn, repeat, warm_up=WARM_UP, sync=torch.cuda.synchronize if device.type == "cuda" else None)
 
 
 def accuracy(net: StyledVNet, device: str, precision: str, compile_mode: str | None,
@@ -120,7 +111,16 @@ def main() -> None:
     p.add_argument("--box", type=int, default=0, help="also time a whole box of this many cells per side")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI; numbers mean nothing)")
     args = p.parse_args()
+    smoke_banner(args.smoke)
+    shipped_n, golden_modes, box_modes = 64, None, None
+    if args.smoke:  # every mode kind (fp32, autocast, torch.compile), emulation, box timing; tiny sizes
+        args.modes, args.emulate, args.tile, args.width, args.box, args.repeat = (
+            ["fp32", "bf16", "fp32+default"], ["bf16"], 8, 4, 8, 1)
+        shipped_n, golden_modes, box_modes = 16, 1, 1
+        global WARM_UP
+        WARM_UP = False
     logging.basicConfig(level=logging.ERROR)  # the shipped-weights notice would repeat per row
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +134,7 @@ def main() -> None:
         print("\naccuracy on the golden zdep tile: max |error| / std of the reference code's float64 output "
               "(the fp32 eager row is the float32 floor)")
         print(f"{'mode':<28} {'displacement':>13} {'velocity':>13}")
-        for precision, compile_mode in modes:
+        for precision, compile_mode in modes[:golden_modes]:
             e_dis, e_vel = accuracy(golden_net, args.device, precision, compile_mode)
             print(f"{precision + ('+' + compile_mode if compile_mode else ''):<28} {e_dis:13.2e} {e_vel:13.2e}",
                   flush=True)
@@ -144,12 +144,12 @@ def main() -> None:
     else:
         print(f"\n(no golden vectors at {GOLDEN}: accuracy rows skipped)")
 
-    print("\nshipped weights, 64^3 box of Quijote-fiducial ICs at z = 0, against float32 eager "
+    print(f"\nshipped weights, {shipped_n}^3 box of Quijote-fiducial ICs at z = 0, against float32 eager "
           "(|error| / std: displacement max, rms; velocity max, rms)", flush=True)
-    ref = shipped_errors(args.device, "fp32", None)
+    ref = shipped_errors(args.device, "fp32", None, n=shipped_n)
     rows = [(p, None) for p, c in modes if c is None and p != "fp32"] + [("fp32", e) for e in args.emulate]
     for precision, emulated in rows:
-        e = shipped_errors(args.device, precision, emulated, ref)
+        e = shipped_errors(args.device, precision, emulated, ref, n=shipped_n)
         label = emulated + " (emulated)" if emulated else precision
         print(f"{label:<28} " + " ".join(f"{v:9.2e}" for v in e), flush=True)
 
@@ -162,14 +162,14 @@ def main() -> None:
     print(f"\nspeed, width {args.width}, one {n}^3 input tile ({args.tile}^3 output), best of {args.repeat}")
     print(f"{'mode':<28} {'dis s':>9} {'ratio':>7} {'dis+vel s':>10} {'ratio':>7}")
     base = None
-    for precision, compile_mode in modes:
+    for i, (precision, compile_mode) in enumerate(modes):
         emu = Emulator(ZdepConvention(net), device=args.device, precision=precision, compile_mode=compile_mode)
         t_d = timed(lambda: emu.predict(x, om, z, velocity=False, tile_size=args.tile), device, args.repeat)
         t_v = timed(lambda: emu.predict(x, om, z, velocity=True, tile_size=args.tile), device, args.repeat)
         base = base or (t_d, t_v)
         label = precision + ("+" + compile_mode if compile_mode else "")
         print(f"{label:<28} {t_d:9.3f} {base[0] / t_d:6.2f}x {t_v:10.3f} {base[1] / t_v:6.2f}x", flush=True)
-        if args.box:
+        if args.box and (box_modes is None or i < box_modes):
             xb = torch.randn(3, args.box, args.box, args.box, generator=torch.Generator().manual_seed(2)).numpy()
             tb_d = timed(lambda: emu.predict(xb, om, z, velocity=False, tile_size=args.tile), device, 1)
             tb_v = timed(lambda: emu.predict(xb, om, z, velocity=True, tile_size=args.tile), device, 1)

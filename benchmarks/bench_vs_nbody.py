@@ -15,7 +15,7 @@ Each is timed twice; the second (warm: JAX compilation, oneDNN primitive creatio
 weights' loading excluded) is the one reported, and the first is printed beside it. Ratios are N-body
 time over emulator time, same process, same ICs, one output at z = 0.
 
-Usage: python benchmarks/bench_vs_nbody.py [--n 64] [--width 64] [--pmwd-steps 32] [--jaxpm]
+Usage: python benchmarks/bench_vs_nbody.py [--n 64] [--width 64] [--pmwd-steps 32] [--jaxpm] [--smoke]
 """
 
 from __future__ import annotations
@@ -83,7 +83,11 @@ def main():
     p.add_argument("--pmwd-steps", type=int, default=32)
     p.add_argument("--jaxpm", action="store_true", help="also JaxPM with the training-set settings (slow)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI; numbers mean nothing)")
     args = p.parse_args()
+    if args.smoke:
+        print("SMOKE MODE: smallest sizes, every code path exercised; the numbers below mean nothing", flush=True)
+        args.n, args.width, args.pmwd_steps, args.jaxpm = 16, 4, 2, True
     if args.threads:
         torch.set_num_threads(args.threads)
     compare(args.n, args.width, args.pmwd_steps, args.jaxpm)

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +112,15 @@ def main(argv=None) -> None:
     parser.add_argument("--k-max", type=float, default=1.0, help="largest k compared [h/Mpc]")
     parser.add_argument("--cache", type=Path, default=Path("convergence_cache"), help="folder of cached runs")
     parser.add_argument("--out", type=Path, default=None, help="write the table and numbers here (.json)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="16^3, loose tolerances, every run kind (JaxPM, compensated, pmwd), cache and --out "
+                             "in a temporary folder (for CI; numbers mean nothing)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        print("SMOKE MODE: smallest sizes, every code path exercised; the numbers below mean nothing", flush=True)
+        tmp = Path(tempfile.mkdtemp(prefix="convergence_pm_smoke_"))
+        args.grid, args.z, args.runs, args.reference = 16, [0.0, 1.0], ["mf1_1e-2", "mf1c_1e-2", "pmwd1_s2"], None
+        args.cache, args.out = tmp / "cache", tmp / "out.json"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)
 

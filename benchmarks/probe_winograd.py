@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _timing import best_time, smoke_banner
 
 # F(2, 3): y = A^T [(G g) * (B^T d)], per axis (Lavin & Gray 2016)
 BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -118,7 +119,11 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[34, 66, 126], help="input sides (even)")
     p.add_argument("--chunk", type=int, default=512, help="2^3 output tiles per GEMM")
     p.add_argument("--width", type=int, default=64)
+    p.add_argument("--smoke", action="store_true", help="one 10^3 input, width 8 (for CI; numbers mean nothing)")
     args = p.parse_args()
+    smoke_banner(args.smoke)
+    if args.smoke:
+        args.sizes, args.chunk, args.width = [10], 8, 8
     tin = torch.compile(input_transform, dynamic=True)
     tout = torch.compile(output_transform, dynamic=True)
     torch.manual_seed(0)
@@ -132,16 +137,9 @@ def main() -> None:
         for n in args.sizes:
             x = torch.randn(1, c, n, n, n).contiguous(memory_format=torch.channels_last_3d)
             ref = F.conv3d(x, w, b)
-            times = {}
-            for name, fn in (("conv", lambda: F.conv3d(x, w, b)),
-                             ("wino", lambda: winograd_conv3d(x, u, b, args.chunk, tin, tout, [0, 0, 0]))):
-                fn()
-                best = float("inf")
-                for _ in range(2):
-                    t0 = time.perf_counter()
-                    fn()
-                    best = min(best, time.perf_counter() - t0)
-                times[name] = best
+            times = {name: best_time(fn, 2) for name, fn in (
+                ("conv", lambda: F.conv3d(x, w, b)),
+                ("wino", lambda: winograd_conv3d(x, u, b, args.chunk, tin, tout, [0, 0, 0])))}
             split = [0.0, 0.0, 0.0]
             y = winograd_conv3d(x, u, b, args.chunk, tin, tout, split)
             err = (y.permute(3, 0, 1, 2)[None] - ref).abs().max().item() / ref.abs().max().item()

@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,14 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/run512")
     p.add_argument("--width", type=int, default=None,
                    help="run a seeded random network of this width instead of the shipped weights")
+    p.add_argument("--smoke", action="store_true",
+                   help="a 16^3 box in 8^3 tiles with velocities, width 4, in a temporary folder (for CI; numbers "
+                        "mean nothing)")
     args = p.parse_args()
+    if args.smoke:
+        print("SMOKE MODE: smallest sizes, every code path exercised; the numbers below mean nothing", flush=True)
+        args.n, args.tile, args.velocity, args.width = 16, 8, True, 4
+        args.workdir = tempfile.mkdtemp(prefix="run_512_smoke_")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("run_512")
 
@@ -82,6 +90,7 @@ def main() -> None:
     from emu_backend.cosmology import QUIJOTE_FIDUCIAL
     from emu_backend.inference import default_emulator
     from emu_backend.inference.streaming import predict_to_file
+    from emu_backend.io.atomic import atomic_path
     from emu_backend.nn.flops import network_flops
 
     if args.threads:
@@ -124,7 +133,8 @@ def main() -> None:
         state["t"] = now
         timing["seconds"] += dt
         timing["tiles"] += done
-        timing_path.write_text(json.dumps(timing))
+        with atomic_path(timing_path) as tmp:  # a kill mid-write leaves the previous record
+            tmp.write_text(json.dumps(timing))
         log.info("tile %d/%d: %.1f s (%.1f s per tile), peak RSS %.2f GiB, load average %.2f", next_tile, n_tiles,
                  dt, dt / done, peak_rss_gib(), os.getloadavg()[0])
 

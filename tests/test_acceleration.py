@@ -157,3 +157,38 @@ def test_compiled_emulator_falls_back_to_eager_where_the_tangent_needs_two_convo
     eager = Emulator(ZdepConvention(net)).predict(x, 0.3, 0.5, tile_size=8)
     comp = Emulator(ZdepConvention(net), compile_mode="default").predict(x, 0.3, 0.5, tile_size=8)
     assert np.array_equal(comp.velocity, eager.velocity)
+
+
+def test_flop_count_on_the_meta_device_equals_torchs_counter_on_a_real_forward():
+    """``network_flops`` runs the network on the ``meta`` device (shapes only). Reference: torch's own
+    ``FlopCounterMode`` over a real CPU forward of the same architecture, convolutions only (the counter
+    also counts the style mapping's matmuls, which ``network_flops`` leaves out as negligible). Both count
+    2 FLOPs per multiply-add from the same shapes, so they must agree exactly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from emu_backend.nn.flops import network_flops
+
+    torch.manual_seed(0)
+    net = StyledVNet(2, width=4)
+    n = 2 * 48 + 8  # the smallest zdep input: 48 cells of context per side around an 8^3 output tile
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.randn(1, 3, n, n, n), torch.tensor([0.3, 0.8]))
+    counts = counter.get_flop_counts()["Global"]
+    conv = sum(v for op, v in counts.items() if "convolution" in str(op))
+    assert conv > 0
+    assert network_flops(net, n) == conv
+
+
+def test_precision_context_and_network_run_on_the_meta_device():
+    """Every device type torch knows: on ``meta`` (no autocast there) fp32 runs the styled network for
+    shapes, and a 16-bit precision is refused naming the device type instead of torch's
+    'unknown device type for autocast'."""
+    net = StyledVNet(2, width=4).to("meta")
+    x = torch.empty(1, 3, 104, 104, 104, device="meta")
+    with precision_context("fp32", torch.device("meta")):
+        y = net(x, torch.empty(2, device="meta"))
+    assert y.shape == (1, 3, 8, 8, 8) and y.device.type == "meta"
+    with pytest.raises(InputError, match="autocast, which device type 'meta' does not have"):
+        with precision_context("bf16", torch.device("meta")):
+            pass

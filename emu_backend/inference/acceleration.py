@@ -59,6 +59,9 @@ def check_run_options(precision: str, compile_mode: str | None, device: torch.de
     if precision == "tf32" and device.type != "cuda":
         raise InputError(f"precision 'tf32' needs a CUDA device, got {device.type!r}; "
                          f"on {device.type} use one of ('fp32', 'bf16', 'fp16')")
+    if precision in _AUTOCAST and not torch.amp.is_autocast_available(device.type):
+        raise InputError(f"precision {precision!r} runs under torch.autocast, which device type {device.type!r} "
+                         f"does not have; use 'fp32' there")
     if precision != "fp32" and dtype != torch.float32:
         raise InputError(f"precision {precision!r} lowers float32 arithmetic; it needs dtype float32, got {dtype}")
     if precision in _AUTOCAST and device.type == "cpu":
@@ -91,6 +94,13 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     ----------
     precision : {"fp32", "tf32", "bf16", "fp16"}
     device : torch.device
+        Any device type torch knows, ``meta`` included (FLOP counts, memory plans); a 16-bit
+        ``precision`` needs one with autocast.
+
+    Raises
+    ------
+    InputError
+        ``"bf16"``/``"fp16"`` on a device type without autocast (``meta``).
 
     Examples
     --------
@@ -103,6 +113,7 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         if device.type == "cuda":
             stack.enter_context(_cuda_fp32_precision("tf32" if precision == "tf32" else "ieee"))
         if precision in _AUTOCAST:
+            check_run_options(precision, None, device, torch.float32)
             stack.enter_context(torch.autocast(device.type, dtype=_AUTOCAST[precision]))
         yield
 

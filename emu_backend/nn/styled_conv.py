@@ -42,8 +42,9 @@ _MIN_MODULATION = 1e-3
 
 def _float32_weights(device_type: str) -> contextlib.AbstractContextManager:
     """Autocast off while the weights are folded: under 16-bit autocast the style modulation and
-    demodulation stay float32, only the convolutions run in 16 bits."""
-    if torch.is_autocast_enabled(device_type):
+    demodulation stay float32, only the convolutions run in 16 bits. Device types without autocast
+    (``meta``, used to count FLOPs and plan memory) are not asked: torch raises for them."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
