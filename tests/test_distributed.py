@@ -254,3 +254,54 @@ def test_each_rank_scans_only_the_rows_it_reads():
             pass
     assert np.isfinite(outs[0]).all()
     np.testing.assert_array_equal(outs[1], outs[0])  # same input blocks, same arithmetic
+
+
+def _finish(proc, pids, timeout=300):
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(proc, pids)
+        raise
+
+
+def test_second_job_on_a_running_jobs_output_stops_on_every_rank_naming_the_lock(setup, tmp_path):
+    """Job A stalls (rank 1 after one tile) holding the output; job B on the same output exits non-zero
+    on both ranks with the lock named and touches no part; A, resumed, completes bit-identical."""
+    d, emu, refs = setup
+    dst, pids_a, pids_b = tmp_path / "nl.h5", tmp_path / "pa", tmp_path / "pb"
+    pids_a.mkdir(), pids_b.mkdir()
+    a = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, 1, 1, pids_a)
+    try:
+        assert a.stdout.readline() == "READY\n", a.communicate(timeout=60)[1][-3000:]
+        stalled = tmp_path / "nl.1.h5.partial"  # rank 1 of A sleeps: its part does not change
+        before = stalled.read_bytes()
+        b = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, -1, 0, pids_b)
+        _, err = _finish(b, pids_b)
+        assert b.returncode != 0
+        assert err.count("OutputLockedError") >= 2, err[-3000:]  # raised on both ranks of B
+        assert "nl.index.json.lock" in err and "pid" in err
+        assert stalled.read_bytes() == before  # B never wrote to A's parts
+    finally:
+        kill_job(a, pids_a)
+    a = torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, -1, 0, pids_a)
+    _, err = _finish(a, pids_a)
+    assert a.returncode == 0, err[-3000:]
+    np.testing.assert_array_equal(read_parts(tmp_path / "nl.index.json").displacement, refs[False].displacement)
+
+
+def test_two_jobs_started_together_on_one_output_exactly_one_proceeds(setup, tmp_path):
+    """Started at the same moment, the two jobs race for the locks: whatever the interleaving exactly one
+    completes; the other stops (locked, or - if it came after the winner finished - the output exists),
+    and the output is the single-process result."""
+    d, emu, refs = setup
+    dst = tmp_path / "nl.h5"
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+    for p in dirs:
+        p.mkdir()
+    jobs = [torchrun(d / "worker.py", d / "model.emu", d / "lin.npy", dst, 0, -1, 0, p) for p in dirs]
+    results = [(_finish(job, p), job.returncode) for job, p in zip(jobs, dirs)]
+    codes = sorted(rc for _, rc in results)
+    assert codes[0] == 0 and codes[1] != 0, [err[-2000:] for (_, err), _ in results]
+    (_, loser_err), _ = next(r for r in results if r[1] != 0)
+    assert "OutputLockedError" in loser_err or "already exists" in loser_err, loser_err[-3000:]
+    np.testing.assert_array_equal(read_parts(tmp_path / "nl.index.json").displacement, refs[False].displacement)

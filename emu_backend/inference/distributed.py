@@ -11,7 +11,10 @@ multi-file N-body snapshot, to ``<stem>.<r><suffix>`` (``<stem>_z<z>.<r><suffix>
 redshifts). Each part file is the HDF5 field format of :mod:`emu_backend.io.fields` holding the slab
 (datasets ``(3, hi - lo, N1, N2)``), with the full provenance (package version, run configuration,
 seed, weights checksum, cosmology) and its ``rank``, ``world_size``, ``rows`` and ``tiles`` in the run
-record. Parts stream and resume exactly like :func:`~emu_backend.inference.streaming.predict_to_file`
+record. One job writes an output at a time: rank 0 takes the lock of the index
+(:func:`~emu_backend.io.output_lock.output_lock`, ``<stem>.index.json.lock``) before any rank looks at
+a part, and each rank then locks its own part, so a second job on the same output stops on every rank
+with :class:`~emu_backend.errors.OutputLockedError` naming the holder. Parts stream and resume exactly like :func:`~emu_backend.inference.streaming.predict_to_file`
 (``.partial`` files, data fsynced before the progress record, a done map of tile checksums verified on
 resume and before the atomic rename; the run record identifies the input by a SHA-256 of the rows the
 rank reads). After a barrier, rank 0 writes the
@@ -44,10 +47,12 @@ import torch
 import torch.distributed as dist
 
 from ..cosmology.params import Cosmology
-from ..errors import ComputationError, DomainError, FileFormatError, InputError
+from ..errors import ComputationError, DomainError, FileFormatError, InputError, OutputLockedError
 from ..io.atomic import atomic_path, check_overwrite
 from ..io.fields import FieldData
 from ..io.jsonfile import read_json
+from ..io.output_lock import output_lock
+from ..io.output_path import check_writable
 from .rank_rows import rank_view
 from .streaming import output_paths, prepare_stream, redshift_list, run_stream
 from .tile_evidence import DIGESTS
@@ -60,7 +65,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "emu_backend/field-parts"
 INDEX_VERSION = 1
-_ERRORS = {cls.__name__: cls for cls in (InputError, DomainError, FileFormatError, ComputationError)}
+_ERRORS = {cls.__name__: cls for cls in (OutputLockedError, InputError, DomainError, FileFormatError, ComputationError)}
 #: Run-record fields that differ between ranks (a rank digests only the input rows it reads).
 _PER_RANK = ("rank", "tiles", "rows", "input_sha256")
 
@@ -193,6 +198,17 @@ def predict_distributed(emulator, input_path, output_path, omega_m: float, z, *,
     with _Group(emulator.device) as group, contextlib.ExitStack() as stack:
         rank, world = group.rank, group.world
         parts = [part_path(f, rank) for f in finals]
+
+        def lock_job():
+            # One job per output: rank 0 holds the index's lock for the whole job, and no rank looks at
+            # a part before every rank knows it did. Locking the parts alone would let two jobs started
+            # together each take some parts and both fail; this way exactly one proceeds.
+            if rank == 0:
+                for idx in indexes:
+                    check_writable(idx)
+                    stack.enter_context(output_lock(idx))
+
+        group.agree(lock_job)
 
         def prepare():
             if not overwrite:
