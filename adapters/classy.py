@@ -320,6 +320,22 @@ class ClassPower:
         # below the first tabulated k, T is 1 (the table is flat there to ~1e-6)
         return np.where(k <= kt[0], 1.0, spline(np.log(np.maximum(k, kt[0]))))
 
+    def nonlinear(self, k_h_mpc, z: float = 0.0) -> np.ndarray:
+        """CLASS's nonlinear total-matter P(k, z) [(Mpc/h)^3] (``pk(k h, z) h^3``), any shape of ``k_h_mpc``.
+
+        Needs a nonlinear method in CLASS's parameters, e.g.
+        ``ClassPower.from_cosmology(c, extra_params={"non_linear": "halofit"})``.
+        """
+        k = self._check_k(k_h_mpc)
+        zf = self._scalar_z(z)
+        h = self._h
+        k_mpc = np.clip(k.reshape(-1) * h, *self._k_mpc)
+        try:
+            out = np.array([self._class.pk(float(kk), zf) for kk in k_mpc], dtype=np.float64)
+        except self._errors as exc:
+            _reraise(exc, "pk")
+        return out.reshape(k.shape) * h**3
+
     def __repr__(self) -> str:
         c = self.cosmology
         return (f"ClassPower({c.name!r}, omega_m={c.omega_m:.5g}, h={c.h:.5g}, sigma8={c.sigma8:.5g}, "

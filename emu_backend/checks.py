@@ -18,6 +18,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "format_number",
     "check_real",
     "check_reals",
     "check_positive",
@@ -42,6 +43,25 @@ def _scalar(value):
     if isinstance(value, np.floating) and value.dtype.itemsize < 8 and np.isfinite(value):
         return float(str(value))
     return value
+
+
+def format_number(value, digits: int = 4) -> str:
+    """A bound or limit for a message: its shortest form when that has at most ``digits + 2`` significant
+    digits, else rounded to ``digits`` (``0.1`` -> ``'0.1'``, ``0.0`` -> ``'0.0'``,
+    ``0.10857142857142857`` -> ``'0.1086'``, ``-1/3`` -> ``'-0.3333'``).
+
+    Examples
+    --------
+    >>> format_number(0.49963), format_number(0.4996323529411765), format_number(2**63 - 1)
+    ('0.49963', '0.4996', '9223372036854775807')
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return repr(value)
+    if isinstance(value, numbers.Integral) or not math.isfinite(float(value)):
+        return repr(value) if not isinstance(value, numbers.Integral) else str(int(value))
+    text = repr(float(value))
+    mantissa = text.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return text if len(mantissa) <= digits + 2 else f"{float(value):.{digits}g}"
 
 
 def _label(name: str, unit: str | None) -> str:
@@ -88,7 +108,8 @@ def check_real(value, key: str, lo: float = -math.inf, hi: float = math.inf, *, 
         raise InputError(f"{label} must be a finite number, got {value!r}")
     left = "(" if lo_open or lo == -math.inf else "["
     right = ")" if hi_open or hi == math.inf else "]"
-    raise InputError(f"{label} = {value!r} is outside the allowed range {left}{lo}, {hi}{right}")
+    raise InputError(f"{label} = {value!r} is outside the allowed range {left}{format_number(lo)}, "
+                     f"{format_number(hi)}{right}")
 
 
 def check_reals(values, name: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,

@@ -114,7 +114,7 @@ def test_output_equals_library_call_and_refuses_overwrite(setup, tmp_path, capsy
     capsys.readouterr()
     stamp = (tmp_path / "cli_z1.h5").stat().st_mtime_ns
     assert main(args(d, tmp_path / "cli.h5", "--z", "0.5", "1")) == 2
-    assert "already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert "already exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert (tmp_path / "cli_z1.h5").stat().st_mtime_ns == stamp
     assert main(args(d, tmp_path / "cli.h5", "--z", "0.5", "1", "--overwrite", "--tile", "16")) == 0  # one tile: cheap
 

@@ -1,8 +1,9 @@
 """``emu-backend validate`` end to end: against a Quijote-format folder and against JaxPM.
 
-The default emulator weights are an untrained stand-in, so these tests check the machinery (exit codes,
-files, that the 2LPT baseline against an N-body truth gives sensible statistics), not emulator accuracy;
-the emulator runs a narrow random network (width 4) saved as a weights file, for speed. The Quijote
+These tests check the machinery (exit codes, files, the printed summary, that the 2LPT baseline against an
+N-body truth gives sensible statistics), not emulator accuracy (the shipped demo weights' accuracy is in
+docs/shipped_weights.md); the emulator runs a narrow random network (width 4) saved as a weights file, for
+speed. The Quijote
 folder is the 32^3 JaxPM fixture shared with test_quijote_readers.py; the Quijote *download* (2LPTic
 glass-tile IDs, halos in the Halos/FoF_id tree) is tests/_quijote_fixtures.py's 16^3 one and needs no
 JaxPM. About 60 s on 2 cores, plus 25 s for the slow JaxPM reference test.
@@ -11,6 +12,7 @@ JaxPM. About 60 s on 2 cores, plus 25 s for the slow JaxPM reference test.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -128,6 +130,11 @@ def test_quijote_download_layout_gives_a_report_with_halos(download, weights, tm
     code, stdout, err = _validate(capsys, "--against", "quijote", download.root / "Snapshots" / "latin_hypercube",
                                   "--sim", 0, "--weights", weights, "--out", out)
     assert code in (0, 1), err
+    # the summary is printed once: one line per candidate, 4 significant digits, the weights named
+    lines = stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in lines[1:3]] == ["emulator", "2lpt (baseline)"]
+    assert sum("max|P/P_ref-1|" in line for line in lines) == 2 and not re.search(r"\d\.\d{6,}", stdout)
+    assert f"weights: {weights}" in stdout
     assert _tree(download.root) == before  # no groups_XXX copied or linked, nothing written
     report = json.loads((out / "report.json").read_text())
     reference = report["meta"]["reference"]

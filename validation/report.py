@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from .._version import __version__
 from ..checks import check_real
@@ -198,9 +198,14 @@ def _figure(result: dict, plot: str):
             ax.errorbar(m * (1 + 0.02 * i), _arr(cand["mass_function"]["ratio"]),
                         yerr=_arr(cand["mass_function"]["ratio_err"]), marker="o", capsize=2, **style)
             ax.set_xscale("log")
+            # a narrow mass range gets labelled minor ticks that overlap: label 1, 2, 5 x 10^n only
+            ax.xaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axhline(1.0, color="0.5", lw=0.8)
     if plot != "bispectrum_ratio.png" and plot != "mass_function_ratio.png":
-        ax.axvline(meta["k_max_h_mpc"], color="0.7", lw=0.8, ls=":")
+        ax.axvline(meta["k_max_h_mpc"], color="0.5", lw=0.8, ls=":",
+                   label=rf"$k_\mathrm{{max}}$ = {meta['k_max_h_mpc']:.3g} $h\,\mathrm{{Mpc}}^{{-1}}$ (checks)")
         ax.set_xlabel(r"$k$ [$h\,\mathrm{Mpc}^{-1}$]")
     labels = {"power_ratio.png": r"$P(k) / P_\mathrm{ref}(k)$", "cross_correlation.png": r"$r(k)$",
               "transfer.png": r"$T(k) = \sqrt{P / P_\mathrm{ref}}$", "bispectrum_ratio.png": r"$B / B_\mathrm{ref}$",

@@ -10,11 +10,17 @@ Examples
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 from collections.abc import Sequence
 
+from ..inference.default import SHIPPED_WEIGHTS_NOTE
+from ..pipelines.steps import LONG_STEP_S, PROGRESS_LOGGER, STEP_SECONDS
+
 __all__ = ["EXIT_OK", "EXIT_THRESHOLD_MISSED", "EXIT_ERROR", "EXIT_INTERRUPTED", "BANNER", "float_list",
-           "with_banner", "on_terminal", "add_emulator_arguments", "add_memory_argument", "SpelledAs", "key_as_written"]
+           "with_banner", "on_terminal", "add_emulator_arguments", "add_memory_argument", "SpelledAs", "key_as_written",
+           "DeferredNotes", "cli_message"]
 
 #: Exit status: success; ``validate`` only: a threshold missed; bad input (any package error, usage
 #: errors); interrupted (Ctrl-C).
@@ -90,3 +96,56 @@ def add_emulator_arguments(p, *, tile_size_default: int | None = None, batch_siz
     p.add_argument("--allow-extrapolation", dest="allow_extrapolation", action="store_true",
                    default=extrapolation_default,
                    help="let the emulator run outside its training domain (with a warning)")
+
+
+class DeferredNotes(logging.Filter):
+    """A filter for the command line's log handler that holds back the shipped weights' note (logged by
+    :func:`~emu_backend.inference.default.default_emulator` each time it loads) so that
+    :meth:`print_once` prints it once, after the command's result; a command that fails prints only
+    its error. It also keeps the short steps' progress lines (:mod:`emu_backend.pipelines.steps`) out of
+    a batch log unless ``verbose``."""
+
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self.notes: list[str] = []
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == PROGRESS_LOGGER and record.levelno == logging.INFO and not self.verbose:
+            return getattr(record, STEP_SECONDS, 0.0) >= LONG_STEP_S  # batch logs: the long steps only
+        if record.msg is SHIPPED_WEIGHTS_NOTE or record.msg == SHIPPED_WEIGHTS_NOTE:
+            text = record.getMessage()
+            if text not in self.notes:
+                self.notes.append(text)
+            return False
+        return True
+
+    def print_once(self) -> None:
+        """Print the held notes (each once) to stderr and forget them."""
+        for text in self.notes:
+            print(f"note: {cli_message(text)}", file=sys.stderr)
+        self.notes.clear()
+
+
+#: Python keywords in the library's messages -> the command line's flags (:func:`cli_message`).
+_KEYWORD_TO_FLAG = (
+    (re.compile(r"\b\w+=\w+ \((--[\w-]+(?: [A-Z]+)?)\)"), r"\1"),  # "overwrite=True (--overwrite)" -> "--overwrite"
+    (re.compile(r"\ballow_extrapolation=True\b"), "--allow-extrapolation"),
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+)
+
+
+def cli_message(text: str) -> str:
+    """A library message as a command-line user reads it: the Python keyword it names
+    (``allow_extrapolation=True``, ``overwrite=True``, ``weights=PATH``) becomes the flag.
+
+    Examples
+    --------
+    >>> cli_message("omega_m = 0.6 is outside the training range [0.1, 0.5] (pass allow_extrapolation=True to run anyway)")
+    'omega_m = 0.6 is outside the training range [0.1, 0.5] (pass --allow-extrapolation to run anyway)'
+    >>> cli_message("'x.h5' already exists; pass overwrite=True (--overwrite) to replace it")
+    "'x.h5' already exists; pass --overwrite to replace it"
+    """
+    for pattern, flag in _KEYWORD_TO_FLAG:
+        text = pattern.sub(flag, text)
+    return text

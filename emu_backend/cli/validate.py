@@ -109,13 +109,32 @@ def handle(args: argparse.Namespace) -> int:
     lines = [f"emu-backend validate --against {config.against}: z = {meta['z']:.4g}, n = {meta['grid']}, "
              f"L = {meta['box_size_mpc_h']:g} Mpc/h, k <= {meta['k_max_h_mpc']:.4g} h/Mpc, "
              f"{meta['wall_seconds']:.1f} s"]
+    judged = {}
     for c in report.checks:
         value = "n/a" if c["value"] is None else f"{c['value']:.4g}"
         op = "<=" if c["kind"] == "max" else ">="
-        lines.append(f"  {c['candidate']}: {c['statistic']} = {value} (limit {op} {c['limit']:g}): "
-                     f"{'pass' if c['passed'] else 'FAIL'}")
+        judged.setdefault(c["candidate"], []).append(
+            f"{_STATISTICS.get(c['statistic'], c['statistic'])} = {value} (limit {op} {c['limit']:g}): {'pass' if c['passed'] else 'FAIL'}")
     for name, summ in outcome.comparison["summary"].items():
-        lines.append(f"  {name}: max|P/P_ref-1| = {summ['max_abs_pk_ratio_minus_1']}, min r = {summ['min_r']}")
+        if name in judged:
+            lines.append(f"  {name}: " + "; ".join(judged[name]))
+        else:
+            lines.append(f"  {name} (baseline): max|P/P_ref-1| = {_fmt(summ['max_abs_pk_ratio_minus_1'])}, "
+                         f"min r = {_fmt(summ['min_r'])}")
     lines.append(f"{'PASS' if report.passed else 'FAIL'}; wrote {len(report.files)} file(s) to {config.out}")
+    weights = meta.get("weights") or {}
+    if weights:
+        lines.append(f"weights: {weights['label']}")
+    if not report.passed and weights.get("accuracy") is not None:
+        lines.append("  (expected with the demo weights: they do not meet the default thresholds; their measured "
+                     f"accuracy is in {weights.get('doc')}. Pass --weights PATH for published weights.)")
     print(with_banner(lines, bool(meta.get("untrained"))))
     return EXIT_OK if outcome.passed else EXIT_THRESHOLD_MISSED
+
+
+#: Short names of the summary statistics in the printed summary.
+_STATISTICS = {"max_abs_pk_ratio_minus_1": "max|P/P_ref-1|", "min_r": "min r"}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

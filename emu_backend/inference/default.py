@@ -8,6 +8,7 @@ from the published model's accuracy; loading them logs a warning that says so.
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib import resources
 
@@ -17,12 +18,15 @@ from ..nn import StyledVNet
 from .emulator import Emulator
 from .models import ZdepConvention
 
-__all__ = ["DEFAULT_WEIGHTS_NAME", "default_weights_path", "default_emulator", "load_emulator", "UNTRAINED_WARNING",
-           "SHIPPED_WEIGHTS_NOTE"]
+__all__ = ["DEFAULT_WEIGHTS_NAME", "DEFAULT_WEIGHTS_CARD_NAME", "default_weights_path", "default_weights_card",
+           "default_emulator", "load_emulator", "UNTRAINED_WARNING", "SHIPPED_WEIGHTS_NOTE"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS_NAME = "default_zdep.emu"
+#: The one description of the shipped weights (label, checksum, summary, measured accuracy), beside them
+#: in ``emu_backend/data``: ``docs/shipped_weights.md``, ``run.json``, the run's figure and the CLI read it.
+DEFAULT_WEIGHTS_CARD_NAME = "default_zdep.json"
 UNTRAINED_WARNING = (
     "NO TRAINED WEIGHTS ARE SHIPPED YET: the default emulator uses a seeded RANDOM initialisation of "
     "the published architecture. Its outputs are NOT physical. Pass weights=PATH (a published "
@@ -31,9 +35,8 @@ UNTRAINED_WARNING = (
 
 
 SHIPPED_WEIGHTS_NOTE = (
-    "default emulator: the package's own CPU-trained weights (width %d, far shorter training than the "
-    "published width-64 model); measured accuracy in docs/shipped_weights.md. Pass weights=PATH for "
-    "published or your own weights."
+    "default emulator: %s; measured accuracy in %s. Pass weights=PATH (--weights PATH) for published or "
+    "your own weights."
 )
 
 
@@ -41,6 +44,24 @@ def default_weights_path():
     """Path of the shipped weights file, or None when the package ships none."""
     ref = resources.files("emu_backend") / "data" / DEFAULT_WEIGHTS_NAME
     return ref if ref.is_file() else None
+
+
+def default_weights_card() -> dict | None:
+    """The description of the shipped weights (``emu_backend/data/default_zdep.json``), or None without them.
+
+    Keys: ``label`` ("demo weights"), ``doc`` (the page that documents them), ``sha256`` (the checksum
+    their file carries), ``summary`` (one sentence) and ``accuracy`` (the measured errors against
+    held-out PM runs, by redshift, with what was measured in ``accuracy["what"]``).
+
+    Examples
+    --------
+    >>> default_weights_card()["label"]
+    'demo weights'
+    """
+    ref = resources.files("emu_backend") / "data" / DEFAULT_WEIGHTS_CARD_NAME
+    if default_weights_path() is None or not ref.is_file():
+        return None
+    return json.loads(ref.read_text(encoding="utf-8"))
 
 
 def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = False, *,
@@ -57,8 +78,9 @@ def default_emulator(device="cpu", dtype="float32", allow_extrapolation: bool = 
     if path is not None:
         emu = Emulator.from_checkpoint(path, device=device, dtype=dtype, allow_extrapolation=allow_extrapolation,
                                        precision=precision, compile_mode=compile_mode, check_memory=check_memory)
-        net = emu.model.networks["displacement"]
-        log.warning(SHIPPED_WEIGHTS_NOTE, net.arch.width)
+        card = default_weights_card() or {}
+        log.warning(SHIPPED_WEIGHTS_NOTE, card.get("summary", "the package's own weights"),
+                    card.get("doc", "docs/shipped_weights.md"))
         return emu
     log.warning(UNTRAINED_WARNING)
     with torch.random.fork_rng(devices=[]):

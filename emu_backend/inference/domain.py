@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from ..checks import format_number
 from ..errors import DomainError
 
 __all__ = ["TrainingDomain", "TRAINED_CELL_SIZE_MPC_H"]
@@ -57,11 +58,11 @@ class TrainingDomain:
         problems = []
         lo, hi = self.omega_m
         if not (lo <= omega_m <= hi):
-            problems.append(f"omega_m = {omega_m!r} is outside the training range [{lo}, {hi}]")
+            problems.append(f"omega_m = {omega_m!r} is outside the training range [{format_number(lo)}, {format_number(hi)}]")
         zlo, zhi = self.z
         for z in zs:
             if not (zlo <= z <= zhi):
-                problems.append(f"z = {z!r} is outside the training range [{zlo}, {zhi}]")
+                problems.append(f"z = {z!r} is outside the training range [{format_number(zlo)}, {format_number(zhi)}]")
         if box_size is not None and n is not None:
             cell = box_size / n
             if not math.isclose(cell, self.cell_size_mpc_h, rel_tol=1e-6):

@@ -1,8 +1,10 @@
-"""A run (``emu-backend run``): seeded ICs -> backend -> snapshot files, a P(k) plot and ``run.json``.
+"""A run (``emu-backend run``): seeded ICs -> backend -> snapshot files, a figure and ``run.json``.
 
 A sequence of library calls (:class:`~emu_backend.ics.InitialConditions`,
 :func:`~emu_backend.simulator.simulate`, the writers of :mod:`emu_backend.io`,
-:func:`~emu_backend.pipelines.plot.plot_power`). Every output path is checked before anything is
+:func:`~emu_backend.pipelines.plot.plot_power`). The figure compares the run's P(k) with the
+realization's own linear power, the baseline (2LPT), halofit (where classy is installed) and, with
+``reference="jaxpm"`` or ``"pmwd"``, a PM N-body run from the same ICs, beside density slices. Every output path is checked before anything is
 computed, so an existing result is never replaced without ``overwrite``. The output folder is locked
 for the whole run (:func:`~emu_backend.io.output_lock.output_lock`): a second run into it is refused.
 
@@ -19,16 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from ..adapters.classy import ClassPower
 from ..cosmology.linear_power import EisensteinHuPower, TabulatedPower
 from ..datatypes.meta import meta_to_json
-from ..errors import InputError
+from ..errors import EmuBackendError, InputError, MissingDependencyError
 from ..ics import InitialConditions
 from ..inference.memory import BOX_BASE_BYTES, MemoryEstimate, box_bytes, check_memory, pm_bytes
 from ..io.atomic import atomic_path, check_overwrite
@@ -37,9 +37,11 @@ from ..io.gadget import write_gadget_hdf5
 from ..io.output_lock import output_lock
 from ..io.output_path import check_free_space, check_writable, os_errors_as_package_errors
 from ..simulator import EmulatorBackend, get_backend, simulate
-from .plot import plot_power
+from .plot import density_slice, plot_power, plotted_k_max, power_curves
 from .provenance import versions
 from .run_config import RunConfig
+from .steps import Steps
+from .weights_record import weights_record
 
 __all__ = ["RunConfig", "RunResult", "run", "planned_files", "memory_estimate", "SUMMARY_NAME", "PLOT_NAME"]
 
@@ -47,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "run.json"
 PLOT_NAME = "power.png"
+#: Mesh cells per particle per side of the PM backends' default runs (the figure's reference).
+REFERENCE_MESH_FACTOR = {"jaxpm": 2, "pmwd": 3}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class RunResult:
         Checksum of the emulator weights.
     seconds : float
         Wall time of the run [s].
+    weights : dict or None
+        The emulator's weights as recorded in ``run.json`` (:func:`~.weights_record.weights_record`):
+        ``label``, ``path``, ``checksum`` and, for the shipped weights, their documented accuracy.
     """
 
     config: RunConfig
@@ -71,6 +78,7 @@ class RunResult:
     untrained: bool
     checksum: str | None
     seconds: float
+    weights: dict | None = None
 
 
 def _snapshot_stem(config: RunConfig, index: int) -> str:
@@ -128,11 +136,13 @@ def memory_estimate(config: RunConfig, backend) -> MemoryEstimate:
     The box: ICs, snapshots, a writer, the plot's P(k) and baseline
     (:func:`~emu_backend.inference.memory.box_bytes`); with the emulator its tile pass and in-memory
     outputs (:meth:`EmulatorBackend.memory_estimate`); with a PM backend (one that has a ``mesh_factor``)
-    its mesh (:func:`~emu_backend.inference.memory.pm_bytes`).
+    its mesh (:func:`~emu_backend.inference.memory.pm_bytes`), and so has the figure's N-body reference.
     """
     n, n_z = config.grid, len(config.redshifts)
     mesh_factor = getattr(backend, "mesh_factor", None)
     pm = pm_bytes(n, mesh_factor, backend.name) if mesh_factor is not None else 0
+    if config.plot and config.reference != "none":  # the figure's N-body reference, at its default mesh
+        pm = max(pm, pm_bytes(n, REFERENCE_MESH_FACTOR[config.reference], config.reference))
     baseline = config.plot and config.baseline != "none"
     host = box_bytes(n, n_z, backend=backend.name, plot=config.plot, baseline=baseline, pm=pm)
     what = f"run -n {n} ({backend.name}, {n_z} output time(s){', with the plot' if config.plot else ''})"
@@ -184,6 +194,33 @@ def run(config: RunConfig, *, progress: bool = False) -> RunResult:
         return _run(config, progress, t0)
 
 
+def _halofit(cosmo, redshifts, k_max: float):
+    """``(k, z) -> (P_halofit, P_lin)`` from CLASS, or None where classy is not installed."""
+    try:
+        power = ClassPower.from_cosmology(cosmo, extra_params={"non_linear": "halofit"},
+                                          k_max_h_mpc=max(2.0 * k_max, 1.0), z_max=max(max(redshifts), 0.1) + 0.1)
+    except MissingDependencyError:
+        logger.info("classy is not installed: the figure has no halofit curve (pip install '.[class]')")
+        return None
+    except EmuBackendError as exc:  # a curve of the figure is not worth the run: say so and go on without it
+        logger.warning("no halofit curve on the figure: %s", exc)
+        return None
+    if max(redshifts) > power.z_max or min(redshifts) < 0:
+        logger.warning("no halofit curve on the figure: CLASS tabulates z in [0, %g]", power.z_max)
+        return None
+    return lambda k, z: (power.nonlinear(k, z), power(k, z))
+
+
+def _run_steps(config: RunConfig) -> list[str]:
+    steps = ["initial conditions", config.backend, "write snapshots"]
+    if config.plot:
+        steps += [f"baseline {config.baseline}"] if config.baseline != "none" else []
+        steps += [f"reference {config.reference}"] if config.reference != "none" else []
+        steps += ["halofit"] if config.halofit else []
+        steps += ["figure"]
+    return steps
+
+
 def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
     """:func:`run` with the output folder locked."""
     files = planned_files(config)
@@ -195,30 +232,34 @@ def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
     if config.check_memory:  # before the ICs, the first large arrays
         check_memory(memory_estimate(config, backend))
     check_free_space(config.out, _data_bytes(config), f"the snapshots of {str(config.out)!r}")
+    steps = Steps("run", _run_steps(config), progress)
+    try:
+        return _run_steps_in(config, backend, steps, t0)
+    finally:
+        steps.close()
+
+
+def _run_steps_in(config: RunConfig, backend, steps: Steps, t0: float) -> RunResult:
     cosmo = config.cosmology
-    power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
-             else EisensteinHuPower(cosmo))
-    ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
-                                       fixed_amplitude=config.fixed_amplitude, paired=config.paired)
+    with steps("initial conditions"):
+        power = (TabulatedPower.from_file(config.power, cosmology=cosmo) if config.power is not None
+                 else EisensteinHuPower(cosmo))
+        ics = InitialConditions.from_noise(config.grid, config.box_size_mpc_h, cosmo, config.seed, power=power,
+                                           fixed_amplitude=config.fixed_amplitude, paired=config.paired)
     provenance = {"config": config.to_dict(), "versions": versions()}
-    snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)
+    with steps(config.backend):
+        snaps = simulate(ics, cosmo, z=config.z, a=config.a, backend=backend, meta=provenance)
     untrained = bool(snaps[0].meta.get("untrained", False))
     checksum = snaps[0].meta.get("checksum")
+    weights = weights_record(config.weights, checksum, untrained) if backend.name == "emulator" else None
 
     Path(config.out).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    show = progress and sys.stderr.isatty()
-    for i, snap in enumerate(tqdm(snaps, desc="writing snapshots", unit="snap", disable=not show)):
-        written.extend(_write_snapshot(config, snap, i))
+    with steps("write snapshots"):
+        for i, snap in enumerate(snaps):
+            written.extend(_write_snapshot(config, snap, i))
     if config.plot:
-        baselines = None
-        if config.baseline != "none":
-            baselines = simulate(ics, cosmo, z=config.z, a=config.a, backend=config.baseline)
-        plot_meta = {**provenance, "seed": ics.seed, "checksum": checksum, "untrained": untrained,
-                     "cosmology": cosmo.to_dict(), "backend": backend.name, "baseline": config.baseline}
-        written.append(plot_power(Path(config.out) / PLOT_NAME, snaps, baselines, power, label=backend.name,
-                                  baseline_label=config.baseline.upper(), untrained=untrained,
-                                  metadata=plot_meta, overwrite=config.overwrite))
+        written.append(_figure(config, ics, snaps, backend, weights, steps, provenance, untrained, checksum))
     seconds = time.perf_counter() - t0
     summary = {
         "package": "emu_backend",
@@ -229,6 +270,7 @@ def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
         "backend": backend.name,
         "checksum": checksum,
         "weights_source": snaps[0].meta.get("weights_source"),
+        "weights": weights,
         "untrained": untrained,
         "outputs": [{"z": s.z, "a": s.a, "files": [str(p) for p in _files_of(written, config, i)]}
                     for i, s in enumerate(snaps)],
@@ -241,4 +283,35 @@ def _run(config: RunConfig, progress: bool, t0: float) -> RunResult:
         tmp.write_text(text + "\n", encoding="utf-8")
     written.append(summary_path)
     logger.info("run finished in %.1f s: %d file(s) in %s", seconds, len(written), config.out)
-    return RunResult(config, tuple(written), untrained, checksum, seconds)
+    return RunResult(config, tuple(written), untrained, checksum, seconds, weights)
+
+
+def _figure(config: RunConfig, ics, snaps, backend, weights, steps: Steps, provenance, untrained, checksum) -> Path:
+    """The run's ``power.png``: P(k) against the realization's linear power, the baseline, the reference
+    and halofit, and density slices at the first output time."""
+    cosmo = config.cosmology
+    baselines = references = halofit = None
+    if config.baseline != "none":
+        with steps(f"baseline {config.baseline}"):
+            baselines = simulate(ics, cosmo, z=config.z, a=config.a, backend=config.baseline)
+    if config.reference != "none":
+        with steps(f"reference {config.reference}"):
+            references = simulate(ics, cosmo, z=config.z, a=config.a, backend=config.reference)
+    if config.halofit:
+        with steps("halofit"):
+            halofit = _halofit(cosmo, config.redshifts, plotted_k_max(config.grid, config.box_size_mpc_h))
+    with steps("figure"):
+        curves = power_curves(snaps, ics.density, baselines=baselines, references=references, halofit=halofit)
+        slices = {f"{backend.name} z={snaps[0].z:g}": density_slice(snaps[0])}
+        if baselines is not None:
+            slices[f"{config.baseline.upper()} z={snaps[0].z:g}"] = density_slice(baselines[0])
+        if references is not None:
+            slices[f"{config.reference} z={snaps[0].z:g}"] = density_slice(references[0])
+        plot_meta = {**provenance, "seed": ics.seed, "checksum": checksum, "untrained": untrained,
+                     "cosmology": cosmo.to_dict(), "backend": backend.name, "baseline": config.baseline,
+                     "reference": config.reference, "halofit": halofit is not None, "weights": weights,
+                     "k_max_h_mpc": curves.k_max}
+        return plot_power(Path(config.out) / PLOT_NAME, curves, slices, label=backend.name,
+                          baseline_label=config.baseline.upper(), reference_label=config.reference,
+                          weights_label=(weights or {}).get("label"), box_size=ics.box_size, grid=ics.n,
+                          untrained=untrained, metadata=plot_meta, overwrite=config.overwrite)

@@ -35,10 +35,13 @@ from ..errors import FileFormatError, InputError
 from ..simulator.backends import available_backends
 from ..simulator.simulate import A_MIN, Z_MAX
 
-__all__ = ["RunConfig", "load_toml", "config_from_mapping", "FORMATS", "BASELINES", "LENGTH_UNITS", "KEY_ALIASES"]
+__all__ = ["RunConfig", "load_toml", "config_from_mapping", "default_toml", "FORMATS", "BASELINES", "REFERENCES",
+           "LENGTH_UNITS", "KEY_ALIASES"]
 
 FORMATS = ("gadget", "fields", "npz")
 BASELINES = ("2lpt", "za", "none")
+#: N-body references of the figure: a PM backend run on the same ICs (an adapter's extra), or none.
+REFERENCES = ("none", "jaxpm", "pmwd")
 LENGTH_UNITS = ("kpc/h", "Mpc/h")
 #: Older spellings of config keys, still accepted: alias -> key (the library's argument name).
 KEY_ALIASES = {"tile": "tile_size", "batch": "batch_size"}
@@ -162,6 +165,10 @@ class RunConfig:
         Write ``power.png``.
     baseline : {"2lpt", "za", "none"}
         Baseline backend run from the same ICs for the plot.
+    reference : {"none", "jaxpm", "pmwd"}
+        N-body reference of the plot: that PM backend run on the same ICs (needs its extra).
+    halofit : bool
+        Draw CLASS's halofit P(k) on the plot where classy is installed (a few seconds).
     power : str or None
         Two-column text file k [h/Mpc], P [(Mpc/h)^3] at z = 0; None: Eisenstein & Hu.
     fixed_amplitude, paired : bool
@@ -196,6 +203,8 @@ class RunConfig:
     length_unit: str = "kpc/h"
     plot: bool = True
     baseline: str = "2lpt"
+    reference: str = "none"
+    halofit: bool = True
     power: str | None = None
     fixed_amplitude: bool = False
     paired: bool = False
@@ -223,13 +232,14 @@ class RunConfig:
                 raise _fail("tile_size", "must be a multiple of 8", self.tile_size)
         put("batch_size", _int("batch_size", self.batch_size, 1, 4096))
         put("device", _str("device", self.device))
-        for key in ("allow_extrapolation", "overwrite", "plot", "fixed_amplitude", "paired", "check_memory"):
+        for key in ("allow_extrapolation", "overwrite", "plot", "halofit", "fixed_amplitude", "paired", "check_memory"):
             put(key, _bool(key, getattr(self, key)))
         put("format", _str("format", self.format, FORMATS))
         put("out", _path("out", self.out))
         put("n_files", _int("n_files", self.n_files, 1, self.grid**3))
         put("length_unit", _str("length_unit", self.length_unit, LENGTH_UNITS))
         put("baseline", _str("baseline", self.baseline, BASELINES))
+        put("reference", _str("reference", self.reference, REFERENCES))
         if self.power is not None:
             put("power", _path("power", self.power))
 
@@ -332,3 +342,83 @@ def load_toml(path) -> dict:
             return tomllib.load(fh)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FileFormatError(f"config file {str(path)!r} is not valid UTF-8 TOML: {exc}") from exc
+
+
+#: One line per key of the TOML config (``emu-backend run --print-config``, ``--help``, docs/simulator.md).
+KEY_HELP = {
+    "grid": "particles per side, in [8, 4096]",
+    "box_size": "box side [Mpc/h], > 0; unset: 1000 grid / 512, the emulator's resolution",
+    "seed": "white-noise seed, >= 0",
+    "z": "output redshifts (or give a = [...], scale factors, instead)",
+    "a": "output scale factors in [1/1001, 1.5], instead of z",
+    "backend": "emulator, za, 2lpt; jaxpm or pmwd with their extras",
+    "weights": "emulator weights file; unset: the shipped demo weights (docs/shipped_weights.md)",
+    "tile_size": "emulator output cells per tile side, a multiple of 8 (alias tile); unset: automatic",
+    "batch_size": "tiles per network call (alias batch)",
+    "device": "torch device of the emulator: cpu, cuda, cuda:1, ...",
+    "allow_extrapolation": "let the emulator run outside its training domain (with a warning)",
+    "format": "snapshot files: gadget, fields (HDF5) or npz",
+    "out": "output folder",
+    "overwrite": "replace existing output files",
+    "n_files": "files per Gadget snapshot",
+    "length_unit": "Gadget length unit: kpc/h or Mpc/h",
+    "plot": "write power.png",
+    "baseline": "baseline of the plot run from the same ICs: 2lpt, za or none",
+    "reference": "N-body reference of the plot from the same ICs: none, jaxpm or pmwd",
+    "halofit": "draw CLASS's halofit P(k) on the plot where classy is installed",
+    "power": "two-column text file k [h/Mpc], P [(Mpc/h)^3] of the linear P(k) at z = 0; unset: Eisenstein & Hu",
+    "fixed_amplitude": "fixed-amplitude noise (Quijote 'fixed')",
+    "paired": "phase-flipped noise (Quijote 'paired')",
+    "check_memory": "refuse a run whose estimated peak memory exceeds the available memory",
+}
+#: One line per key of the ``[cosmology]`` table.
+COSMOLOGY_HELP = {
+    "preset": "start from a preset: quijote or planck18 (the other keys change it)",
+    "omega_m": "total matter density Omega_m, in (0, 1)",
+    "omega_b": "baryon density Omega_b, in [0, Omega_m)",
+    "h": "H0 / (100 km/s/Mpc)",
+    "n_s": "scalar spectral index",
+    "sigma8": "rms linear density in 8 Mpc/h spheres at z = 0 (or give A_s instead)",
+    "A_s": "primordial amplitude at 0.05/Mpc, instead of sigma8",
+    "name": "a name recorded in the outputs",
+}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def default_toml(config: RunConfig | None = None) -> str:
+    """``config`` (default: the embedded default) as a commented TOML file that :func:`load_toml` reads back.
+
+    Keys that are unset (None) are written commented out. ``emu-backend run --print-config`` prints it.
+
+    Examples
+    --------
+    >>> text = default_toml()
+    >>> config_from_mapping(tomllib.loads(text)) == RunConfig()
+    True
+    """
+    config = config if config is not None else RunConfig()
+    lines = ["# emu-backend run configuration: emu-backend run --config THIS.toml (flags win over its keys).",
+             "# Lengths in Mpc/h; every key is optional (unset keys take the defaults shown here)."]
+    for key in _KEYS:
+        if key == "cosmology":
+            continue
+        value = getattr(config, key)
+        if key == "a" and config.z is not None:
+            continue
+        lines.append(f"# {KEY_HELP[key]}")
+        lines.append(f"# {key} = ..." if value is None else f"{key} = {_toml_value(value)}")
+    lines += ["", "# the cosmology of the ICs and the emulator's style (flat LambdaCDM)", "[cosmology]"]
+    cosmo = config.cosmology.to_dict()
+    for key, value in cosmo.items():
+        lines.append(f"# {COSMOLOGY_HELP.get(key, key)}")
+        lines.append(f"# {key} = ..." if value is None else f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

@@ -37,6 +37,8 @@ from ..simulator import get_backend, simulate
 from ..validation.compare import compare
 from ..validation.report import REPORT_FILES, Report, Thresholds, write_report
 from .provenance import versions
+from .steps import Steps
+from .weights_record import weights_record
 
 __all__ = ["ValidateConfig", "ValidateResult", "validate", "AGAINST", "CANDIDATES"]
 
@@ -301,8 +303,17 @@ def _validate(config: ValidateConfig, progress: bool, t0: float) -> ValidateResu
     """:func:`validate` with the report folder locked."""
     for name in REPORT_FILES:  # refuse before computing anything
         check_overwrite(Path(config.out) / name, config.overwrite)
+    steps = Steps("validate", [f"reference {config.against}", *config.candidates, "statistics", "report"], progress)
+    try:
+        return _validate_steps(config, progress, t0, steps)
+    finally:
+        steps.close()
+
+
+def _validate_steps(config: ValidateConfig, progress: bool, t0: float, steps: Steps) -> ValidateResult:
     reference = _reference_quijote if config.against == "quijote" else _reference_pm
-    cosmo, ics, truth, halos, source = reference(config)
+    with steps(f"reference {config.against}"):
+        cosmo, ics, truth, halos, source = reference(config)
     candidates, meta = {}, {}
     for name in config.candidates:
         options = {}
@@ -310,17 +321,22 @@ def _validate(config: ValidateConfig, progress: bool, t0: float) -> ValidateResu
             options = {"weights": config.weights, "tile_size": config.tile_size, "batch_size": config.batch_size,
                        "device": config.device, "allow_extrapolation": config.allow_extrapolation,
                        "progress": progress}
-        snap = simulate(ics, cosmo, z=truth.z, backend=get_backend(name, **options))[0]
+        with steps(name):
+            snap = simulate(ics, cosmo, z=truth.z, backend=get_backend(name, **options))[0]
         candidates[name] = snap
         if name == "emulator":
-            meta = {"untrained": bool(snap.meta.get("untrained")), "checksum": snap.meta.get("checksum"),
-                    "weights_source": snap.meta.get("weights_source")}
-    result = compare(truth, candidates, n_mesh=config.n_mesh, k_max=config.k_max, truth_halos=halos,
-                     halos=config.halos)
+            untrained = bool(snap.meta.get("untrained"))
+            meta = {"untrained": untrained, "checksum": snap.meta.get("checksum"),
+                    "weights_source": snap.meta.get("weights_source"),
+                    "weights": weights_record(config.weights, snap.meta.get("checksum"), untrained)}
+    with steps("statistics"):
+        result = compare(truth, candidates, n_mesh=config.n_mesh, k_max=config.k_max, truth_halos=halos,
+                         halos=config.halos)
     result["meta"].update({"reference": source, "truth_source": config.against, "seed": ics.seed, **meta,
                            "package_version": versions()["emu_backend"], "config": config.to_dict(),
                            "versions": versions(), "wall_seconds": round(time.perf_counter() - t0, 3)})
-    report = write_report(result, config.out, thresholds=config.thresholds, overwrite=config.overwrite)
+    with steps("report"):
+        report = write_report(result, config.out, thresholds=config.thresholds, overwrite=config.overwrite)
     logger.info("validation %s in %.1f s: %d file(s) in %s", "passed" if report.passed else "failed",
                 time.perf_counter() - t0, len(report.files), config.out)
     return ValidateResult(report, result)
