@@ -142,3 +142,31 @@ def test_validate_plots_label_k_max():
         k_max = result["meta"]["k_max_h_mpc"]
         assert any("k_\\mathrm{max}" in t and f"{k_max:.3g}" in t for t in labels), labels
 
+
+
+def test_mass_function_plot_tick_labels_do_not_overlap():
+    """The validate report's mass-function axis over a narrow mass range (a small box: ~1.3 decades) used
+    to label minor ticks too (2, 3, 4, 6 x 10^n), the labels running into each other. Drawn with Agg,
+    the boxes of the labels drawn inside the axes (major and minor) must be disjoint. The halo numbers
+    are set by hand: this checks the layout, not the halos."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ics = InitialConditions.from_noise(16, None, QUIJOTE_FIDUCIAL, seed=1)
+    truth, za = (simulate(ics, QUIJOTE_FIDUCIAL, z=[0.0], backend=backend)[0] for backend in ("2lpt", "za"))
+    result = compare(truth, {"za": za}, halos=False)
+    for lo, hi in ((2e12, 3e13), (4e12, 8e13)):  # Msun/h: both overlapped with matplotlib's default labels
+        result["truth"]["mass_function"] = {"mass": np.geomspace(lo, hi, 8).tolist()}
+        result["candidates"]["za"]["mass_function"] = {"ratio": [1.0] * 8, "ratio_err": [0.1] * 8}
+        fig = report._figure(result, "mass_function_ratio.png")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        ax = fig.axes[0]
+        x_lo, x_hi = ax.get_window_extent(renderer).intervalx
+        labels = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if t.get_visible() and t.get_text()]
+        boxes = sorted(b.bounds for b in (t.get_window_extent(renderer) for t in labels)
+                       if x_lo <= (b.x0 + b.x1) / 2 <= x_hi)
+        assert len(boxes) >= 2, (lo, hi)  # the axis is still labelled
+        for (x0, _, w0, _), (x1, _, _, _) in zip(boxes, boxes[1:]):
+            assert x0 + w0 <= x1, (lo, hi, [t.get_text() for t in labels])

@@ -184,3 +184,37 @@ def test_flags_named_as_the_library_with_old_aliases(setup, tmp_path):
         PredictConfig("lin.npy", "out.h5", omega_m=0.0, z=0.0)
     with pytest.raises(InputError, match="compile_mode must be one of"):
         PredictConfig("lin.npy", "out.h5", omega_m=0.3, z=0.0, compile_mode="fastest")
+
+
+def test_predict_outside_a_terminal_logs_its_tiles(setup, tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal under pytest: no bar, but tile lines on the progress logger for the work
+    that took long enough (here every line: the threshold is set to 0), ending with the last tile."""
+    import emu_backend.cli._common as common
+    import emu_backend.pipelines.steps as steps
+
+    d, _, _ = setup
+    monkeypatch.setattr(steps, "LONG_STEP_S", 0.0)
+    monkeypatch.setattr(common, "LONG_STEP_S", 0.0)
+    assert main(args(d, tmp_path / "p.h5")) == 0
+    err = capsys.readouterr().err
+    lines = re.findall(r"predict: tile (\d+)/(\d+), \d+\.\d s", err)
+    assert lines and lines[-1] == ("8", "8"), err  # 16^3 in 8^3 tiles
+    assert [int(a) for a, _ in lines] == sorted(int(a) for a, _ in lines)
+
+
+def test_tile_log_throttles_to_one_line_per_long_step(monkeypatch, caplog):
+    """One line per LONG_STEP_S of work and one for the last tile, on a controlled clock; a new stream
+    (the next redshift) restarts the count."""
+    import logging
+
+    import emu_backend.pipelines.steps as steps
+
+    clock = iter([0.0, 0.5, 1.0, 2.5, 3.0, 5.0, 10.0, 10.1, 10.2])
+    monkeypatch.setattr(steps.time, "perf_counter", lambda: next(clock))
+    log = steps.TileLog("predict")  # t0 = 0.0
+    with caplog.at_level(logging.INFO, logger=steps.PROGRESS_LOGGER):
+        for tile in (1, 2, 3, 4, 5, 6):  # at t = 0.5, 1, 2.5, 3, 5, 10 of 6 tiles
+            log(tile, 6)
+        log(1, 2), log(2, 2)  # a second stream at t = 10.1, 10.2
+    got = [r.getMessage().split(",")[0] for r in caplog.records]
+    assert got == ["predict: tile 3/6", "predict: tile 5/6", "predict: tile 6/6", "predict: tile 2/2"]

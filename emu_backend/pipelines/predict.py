@@ -30,6 +30,7 @@ from ..inference.streaming import PARTIAL_SUFFIX, check_not_input, output_paths,
 from ..inference.tiling import check_tile_size
 from ..io.output_lock import check_unlocked
 from ..io.output_path import check_writable
+from .steps import TileLog
 
 __all__ = ["PredictConfig", "PredictResult", "predict", "rank_device"]
 
@@ -187,8 +188,10 @@ def predict(config: PredictConfig, *, progress: bool = False) -> PredictResult:
     emu = load_emulator(config.weights, device=rank_device(config.device),
                         allow_extrapolation=config.allow_extrapolation, precision=config.precision,
                         compile_mode=config.compile_mode, check_memory=config.check_memory)
+    # a bar in a terminal (progress); the tiles done as progress log lines otherwise (batch logs, notebooks)
     options = {"box_size": config.box_size, "velocity": config.velocity, "tile_size": config.tile_size,
-               "batch_size": config.batch_size, "overwrite": config.overwrite, "progress": progress}
+               "batch_size": config.batch_size, "overwrite": config.overwrite, "progress": progress,
+               "on_batch": TileLog("predict")}
     resumed: list[Path] = []
     if world > 1:
         files = predict_distributed(emu, config.input, config.output, config.omega_m, config.z, **options)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["PROGRESS_LOGGER", "STEP_SECONDS", "LONG_STEP_S", "Steps"]
+__all__ = ["PROGRESS_LOGGER", "STEP_SECONDS", "LONG_STEP_S", "Steps", "TileLog"]
 
 #: Name of the logger of the step lines.
 PROGRESS_LOGGER = "emu_backend.progress"
@@ -75,3 +75,37 @@ class Steps:
     def close(self) -> None:
         """Remove the bar."""
         self._bar.close()
+
+
+class TileLog:
+    """An ``on_batch(next_tile, n_tiles)`` callback (the streamed runs of ``predict``) that logs the tiles
+    done as steps of :data:`PROGRESS_LOGGER`: one line per :data:`LONG_STEP_S` seconds or more of work
+    (so a batch log gets a line every few seconds, not one per tile), and one for the last tile.
+
+    Parameters
+    ----------
+    job : str
+        Name of the job in the lines (``"predict"``).
+
+    Examples
+    --------
+    >>> log = TileLog("demo")
+    >>> for tile in (1, 2, 3):
+    ...     log(tile, 3)
+    """
+
+    def __init__(self, job: str):
+        self.job = job
+        self._t0 = self._last = time.perf_counter()
+        self._last_tile = 0
+
+    def __call__(self, next_tile: int, n_tiles: int) -> None:
+        now = time.perf_counter()
+        if next_tile < self._last_tile:  # the next output (one stream per redshift) starts again
+            self._t0 = self._last = now
+        seconds = now - self._last
+        if seconds >= LONG_STEP_S or next_tile >= n_tiles:
+            logger.info("%s: tile %d/%d, %.1f s (%.1f s since the last line)", self.job, next_tile, n_tiles,
+                        now - self._t0, seconds, extra={STEP_SECONDS: now - self._t0})
+            self._last = now
+        self._last_tile = next_tile
