@@ -24,7 +24,7 @@ SOURCES = {ROOT / "emu_backend": "emu_backend", ROOT / "adapters": "emu_backend.
            ROOT / "validation": "emu_backend.validation"}
 #: libraries a user may lack: imported inside the functions (of adapters mostly) that need them
 OPTIONAL = {"classy", "jax", "jaxlib", "jaxpm", "jax_cosmo", "pmwd", "mcfit", "nbodykit", "halotools", "MAS_library",
-            "Pk_library", "readgadget", "readfof", "hdf5plugin", "mpi4py", "numpyro"}
+            "ytree", "yt", "healpy", "Pk_library", "readgadget", "readfof", "hdf5plugin", "mpi4py", "numpyro"}
 
 
 def _modules():

@@ -46,6 +46,16 @@ def test_command_2_installs_pyprojects_all_extra():
     assert set(all_extras) <= set(extras)
 
 
+def test_ci_runs_both_readme_commands_as_written():
+    """CI (``.ci/run``) installs what command 2 installs, runs command 1's job (``emu-backend run`` with no
+    argument, in a scratch folder) and command 2's test command."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    extras = re.search(r'pip install -e "\.\[(.*?)\]" && python -m pytest -q', README).group(1)
+    assert f'pip install -q -e ".[{extras}]"' in ci
+    assert re.search(r"^\(cd \"\$\(mktemp -d\)\" && emu-backend run\)$", ci, flags=re.M)
+    assert re.search(r"^python -m pytest -q$", ci, flags=re.M)
+
+
 def test_readme_commands_parse_with_the_command_line():
     block = re.search(r"## Commands\n\n```bash\n(.*?)```", README, flags=re.S).group(1)
     parser = build_parser()

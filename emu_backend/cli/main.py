@@ -15,7 +15,7 @@ Examples
 >>> build_parser().prog
 'emu-backend'
 >>> list(SUBCOMMANDS)
-['run', 'validate', 'make-training-set', 'predict', 'train', 'reconstruct']
+['run', 'validate', 'make-training-set', 'predict', 'train', 'reconstruct', 'lightcone', 'trees']
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import EmuBackendError, from_system_error
-from . import make_training_set, predict, reconstruct, run, train, validate
-from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from ..pipelines.steps import PROGRESS_LOGGER
+from . import lightcone, make_training_set, predict, reconstruct, run, train, trees, validate
+from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, DeferredNotes, cli_message, on_terminal
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -41,7 +42,8 @@ logger = logging.getLogger(__name__)
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Subcommands: name -> module (``NAME``, ``HELP``, ``add_arguments``, ``handle``), in the order of ``--help``.
-SUBCOMMANDS = {module.NAME: module for module in (run, validate, make_training_set, predict, train, reconstruct)}
+SUBCOMMANDS = {module.NAME: module for module in (run, validate, make_training_set, predict, train, reconstruct,
+                                                       lightcone, trees)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
-    """Log to the current stderr at WARNING (default), INFO (-v) or DEBUG (-vv)."""
+def _setup_logging(verbosity: int, notes: DeferredNotes) -> None:
+    """Log to the current stderr at WARNING (default), INFO (-v) or DEBUG (-vv); ``notes`` holds back the
+    shipped weights' note, printed once after the result."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_emu_backend_cli", False)]:
@@ -69,8 +72,12 @@ def _setup_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler._emu_backend_cli = True
+    handler.addFilter(notes)
     root.addHandler(handler)
     root.setLevel(level)
+    # the steps of long jobs: a bar in a terminal, else their log lines (batch logs, pipes)
+    quiet_batch = verbosity <= 0 and not on_terminal()
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO if quiet_batch else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,11 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return EXIT_OK
-    _setup_logging(args.verbose)
+    notes = DeferredNotes(verbose=args.verbose > 0)
+    _setup_logging(args.verbose, notes)
     with _sigterm_as_interrupt():
         try:
             try:
-                return args.handler(args)
+                code = args.handler(args)
+                notes.print_once()
+                return code
             except (OSError, MemoryError, RuntimeError, ValueError) as exc:  # ValueError: h5py's, with an errno
                 error = from_system_error(exc)
                 if error is None:
@@ -99,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise error from exc
         except EmuBackendError as exc:
             logger.debug("error details", exc_info=True)
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {cli_message(str(exc))}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, _Terminated)

@@ -11,6 +11,7 @@ module                                 config                      function
 :mod:`.predict`                        :class:`.PredictConfig`     :func:`.predict.predict`
 :mod:`.train`                          :class:`.TrainJobConfig`    :func:`.train.train_on_files`
 :mod:`.make_training_set`              :class:`.TrainingSetConfig` :func:`.build_training_set`
+:mod:`.lightcone`                      :class:`.LightconeConfig`   :func:`.lightcone.lightcone`
 =====================================  ==========================  ==================================
 
 :mod:`.run_config` reads run configs from TOML; :mod:`.plot` draws the P(k) figure of a run;
