@@ -56,3 +56,20 @@ def test_missing_redshift_and_empty_inputs_are_refused(heldout, tmp_path):
         evaluate_heldout(emu, made.files[:1], [0.5], tmp_path, halos=False)
     with pytest.raises(InputError, match="sample_files is empty"):
         evaluate_heldout(emu, [], [0.0], tmp_path, halos=False)
+
+
+def test_a_second_evaluation_into_a_locked_folder_is_refused_before_computing(heldout, tmp_path):
+    """The output folder is locked for the whole evaluation (as another run holding it would): the call
+    raises naming the lock, writes nothing, and runs once the lock is released."""
+    from emu_backend.errors import OutputLockedError
+    from emu_backend.io.output_lock import output_lock
+
+    _, made, _ = heldout
+    emu = Emulator(ZdepConvention(StyledVNet(2, width=4)))
+    out = tmp_path / "out"
+    with output_lock(out, folder=True, command="another evaluation"):
+        with pytest.raises(OutputLockedError, match=r"locked by another run.*another evaluation.*\.emu_backend\.lock"):
+            evaluate_heldout(emu, made.files[:1], [0.0], out, halos=False)
+        assert [p.name for p in out.iterdir()] == [".emu_backend.lock"]
+    evaluate_heldout(emu, made.files[:1], [0.0], out, halos=False)
+    assert (out / "summary.json").is_file() and not (out / ".emu_backend.lock").exists()

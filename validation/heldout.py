@@ -23,6 +23,7 @@ from ..datatypes.snapshot import Snapshot
 from ..errors import InputError
 from ..ics import InitialConditions
 from ..io.atomic import atomic_path, check_overwrite
+from ..io.output_lock import output_lock
 from ..io.training_sample import read_training_sample
 from ..simulator import EmulatorBackend, simulate
 from .compare import compare
@@ -80,6 +81,8 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
     InputError
         No files or redshifts, a redshift missing from a file, or existing outputs without
         ``overwrite`` (checked before anything is computed).
+    OutputLockedError
+        Another evaluation is writing into ``out_dir`` (its lock file ``out_dir/.emu_backend.lock``).
     """
 
 
@@ -91,6 +94,14 @@ def evaluate_heldout(emulator, sample_files: Sequence, z: Sequence[float], out_d
         raise InputError("z is empty: give at least one redshift")
     thresholds = thresholds or Thresholds(max_pk_error=0.01, min_r=0.99)
     out_dir = Path(out_dir)
+    # the folder's lock for the whole evaluation: a second evaluation into it is refused, not interleaved
+    with output_lock(out_dir, folder=True, command="evaluate_heldout"):
+        return _evaluate(emulator, files, zs, out_dir, k_max, halos, overwrite, thresholds)
+
+
+def _evaluate(emulator, files: list[Path], zs: list[float], out_dir: Path, k_max: float, halos, overwrite: bool,
+              thresholds: Thresholds) -> dict:
+    """:func:`evaluate_heldout` with the folder locked and the arguments checked."""
     for path in [out_dir / "summary.json"] + [out_dir / f"sim{i}_z{zi:g}" / name for i in range(len(files))
                                               for zi in zs for name in ("report.json", "report.md")]:
         check_overwrite(path, overwrite)  # refuse before computing anything
