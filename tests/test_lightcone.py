@@ -253,6 +253,31 @@ def test_cli_lightcone(tmp_path, capsys):
     assert "z_max" in capsys.readouterr().err
 
 
+def test_pixel_window_is_never_downloaded(tmp_path, capsys, monkeypatch):
+    """healpy fetches its pixel-window files from the network unless given a local ``datapath``; the
+    package never downloads: without --pixel-window-dir healpy.pixwin is not called (the comparison stops
+    at nside / 2), and a folder without the file is refused naming it before any work."""
+    hp = pytest.importorskip("healpy", reason="the lightcone maps need healpy (extra 'lightcone')")
+    import json
+
+    from emu_backend.cli.main import main
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"healpy.pixwin called with {args} {kwargs}")
+
+    monkeypatch.setattr(hp, "pixwin", no_download)
+    base = ["lightcone", "--grid", "8", "--backend", "za", "--z-min", "0.02", "--z-max", "0.04", "--n-shells", "1",
+            "--nside", "8", "--cone", "0", "0", "10", "--maps-only", "--no-halofit"]
+    assert main([*base, "--out", str(tmp_path / "lc")]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "lc" / "report.json").read_text())
+    assert all(c.get("pixel_window") in (None, "none") for c in report["convergence"])
+    empty = tmp_path / "no_windows"
+    empty.mkdir()
+    assert main([*base, "--out", str(tmp_path / "lc2"), "--pixel-window-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "pixel_window_n0008.fits" in err and "no_windows" in err
+
+
 def test_emulator_domain_refused_before_work(tmp_path):
     from emu_backend.pipelines.lightcone import LightconeConfig, lightcone
 

@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="convergence source redshifts (default z-max)")
     g.add_argument("--no-halofit", dest="halofit", action="store_false",
                    help="leave CLASS halofit out of the report (it takes CLASS's run time)")
+    g.add_argument("--pixel-window-dir", dest="pixel_window_dir", metavar="DIR",
+                   help="folder with healpy's pixel-window files (pixel_window_n<NSIDE>.fits): the C_ell comparison "
+                        "then runs to 2 nside (default: none, to nside / 2; nothing is downloaded)")
     g.add_argument("--maps-only", dest="maps_only", action="store_true", help="do not write the particles")
 
 
@@ -76,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> LightconeConfig:
     return LightconeConfig(out=args.out, spec=spec, grid=args.grid, box_size=args.box_size, seed=args.seed,
                            linear=args.linear, cosmology=cosmo, backend=args.backend, weights=args.weights,
                            allow_extrapolation=args.allow_extrapolation, tile_size=args.tile_size,
-                           halofit=args.halofit)
+                           halofit=args.halofit, pixel_window_dir=args.pixel_window_dir)
 
 
 def handle(args: argparse.Namespace) -> int:

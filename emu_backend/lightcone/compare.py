@@ -6,21 +6,45 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
 from ..adapters.classy import ClassPower
 from ..cosmology.distance import DistanceTable
 from ..cosmology.params import Cosmology
+from ..errors import InputError
 from .maps import PowerHistory, angular_power, import_healpy, limber_convergence, shot_noise_convergence
 
-__all__ = ["compare_convergence", "halofit_power"]
+__all__ = ["compare_convergence", "halofit_power", "check_pixel_window_dir"]
+
+
+def check_pixel_window_dir(folder, nside: int) -> Path:
+    """``folder`` as a Path, if it holds healpy's pixel-window file of ``nside``.
+
+    Raises
+    ------
+    InputError
+        The file ``pixel_window_n<NSIDE>.fits`` is not in ``folder``.
+    """
+    path = Path(folder) / f"pixel_window_n{nside:04d}.fits"
+    if not path.is_file():
+        raise InputError(f"pixel_window_dir {str(folder)!r} has no {path.name} (healpy's data file for nside = "
+                         f"{nside}); give the folder holding healpy's pixel-window files, or none to compare "
+                         f"ell <= nside / 2 without a window")
+    return Path(folder)
+
+
+def _local_pixel_window(hp, nside: int, folder) -> np.ndarray:
+    """healpy's pixel window of ``nside`` from its data file in ``folder`` (never downloaded)."""
+    return np.asarray(hp.pixwin(nside, datapath=str(check_pixel_window_dir(folder, nside))))
 
 logger = logging.getLogger(__name__)
 
 
 def compare_convergence(kappa_map, mask, chi_s: float, chi_min: float, shell_data: list, cosmology: Cosmology,
-                        box_size: float, grid: int, nside: int, halofit=None, n_bins: int = 12) -> dict:
+                        box_size: float, grid: int, nside: int, halofit=None, n_bins: int = 12,
+                        pixel_window_dir=None) -> dict:
     """The convergence ``C_ell`` of a map against the Limber integral of the snapshots' P(k).
 
     The model is ``W_pix(ell)^2 C_Limber[P - shot noise] + C_shot`` (healpy's pixel window; Poisson shot noise
@@ -28,6 +52,12 @@ def compare_convergence(kappa_map, mask, chi_s: float, chi_min: float, shell_dat
     mode at the lensing kernel's middle), ``ell_max = min(2 nside, k_Nyq chi_s / 4)`` (half the particle
     Nyquist frequency there, and the map resolution). Error bars: Gaussian cosmic variance
     ``C sqrt(2 / (f_sky sum_bin (2 ell + 1)))``.
+
+    The pixel window is read with ``healpy.pixwin(nside, datapath=pixel_window_dir)`` from a local copy of
+    healpy's data files (``pixel_window_n<NSIDE>.fits``) when ``pixel_window_dir`` is given; nothing is
+    downloaded (healpy's wheel does not ship those files, and the package never downloads data at run time).
+    Without it the model has no window and the compared range stops at ``ell <= nside / 2``, where the
+    window is above 0.99.
     """
     hp = import_healpy()
     om = cosmology.omega_m
@@ -45,10 +75,10 @@ def compare_convergence(kappa_map, mask, chi_s: float, chi_min: float, shell_dat
         return {"chi_s": chi_s, "ell_min": None, "ell_max": None, "fsky": 0.0, "bins": [],
                 "note": "the opening holds no whole HEALPix pixel: raise nside"}
     cl = angular_power(kappa_map, lmax=lmax, mask=None if fsky == 1 else mask)
-    try:
-        pixwin, window = hp.pixwin(nside)[: lmax + 1], "healpy"
-    except Exception as exc:  # noqa: BLE001 - healpy downloads the window files; offline it raises URLError/OSError
-        logger.warning("no HEALPix pixel window (%s): comparing ell <= nside / 2 only, where it is above 0.99", exc)
+    if pixel_window_dir is not None:
+        pixwin, window = _local_pixel_window(hp, nside, pixel_window_dir)[: lmax + 1], "healpy"
+    else:
+        logger.info("no pixel_window_dir: comparing ell <= nside / 2 only, where the pixel window is above 0.99")
         pixwin, window = np.ones(lmax + 1), "none"
     c_shot = shot_noise_convergence(chi_s, chi_min, grid**3 / box_size**3, table, om)
     model = pixwin**2 * limber_convergence(ell, chi_s, chi_min, history, table, om) + c_shot

@@ -34,7 +34,7 @@ from ..io.atomic import atomic_path
 from ..io.fields import read_fields
 from ..io.output_lock import output_lock
 from ..lightcone.build import LightconeSpec, build_lightcone, spec_digest
-from ..lightcone.compare import compare_convergence, halofit_power
+from ..lightcone.compare import check_pixel_window_dir, compare_convergence, halofit_power
 from ..lightcone.maps import density_contrast, import_healpy
 from ..lightcone.store import read_shell
 from ..simulator import get_backend, simulate
@@ -72,6 +72,10 @@ class LightconeConfig:
     tile_size : int, optional
     halofit : bool
         Add CLASS halofit's Limber curve to the report where classy is installed.
+    pixel_window_dir : str or Path, optional
+        A local folder with healpy's pixel-window files (``pixel_window_n<NSIDE>.fits``): the C_ell
+        comparison then models the window and runs to ``2 nside``; without it, to ``nside / 2`` (nothing
+        is downloaded).
     """
 
     out: Path
@@ -86,6 +90,7 @@ class LightconeConfig:
     allow_extrapolation: bool = False
     tile_size: int | None = None
     halofit: bool = True
+    pixel_window_dir: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
@@ -93,6 +98,9 @@ class LightconeConfig:
             object.__setattr__(self, "linear", Path(self.linear))
         if not isinstance(self.spec, LightconeSpec):
             raise InputError(f"spec must be a LightconeSpec, got {type(self.spec).__name__}")
+        if self.pixel_window_dir is not None:  # refused before any work, not after the shells
+            object.__setattr__(self, "pixel_window_dir",
+                               check_pixel_window_dir(self.pixel_window_dir, self.spec.nside))
         if not isinstance(self.cosmology, Cosmology):
             raise InputError(f"cosmology must be a Cosmology, got {type(self.cosmology).__name__}")
         check_int(self.grid, "grid", 8)
@@ -106,7 +114,8 @@ class LightconeConfig:
                 "cosmology": self.cosmology.to_dict(), "backend": self.backend,
                 "weights": None if self.weights is None else str(self.weights),
                 "allow_extrapolation": self.allow_extrapolation, "tile_size": self.tile_size,
-                "halofit": self.halofit}
+                "halofit": self.halofit,
+                "pixel_window_dir": None if self.pixel_window_dir is None else str(self.pixel_window_dir)}
 
 
 @dataclass(frozen=True)
@@ -276,7 +285,7 @@ def _report(config, shells, shell_data, kappa, mask, seconds) -> dict:
     for j, zs in enumerate(spec.source_redshifts):
         chi_s = float(shell_data[0]["map_attrs"]["source_chis"][j])
         cmp = compare_convergence(kappa[j], mask, chi_s, chi_min, shell_data, config.cosmology, box, grid,
-                                  spec.nside, halofit=hf)
+                                  spec.nside, halofit=hf, pixel_window_dir=config.pixel_window_dir)
         cmp["z_s"] = zs
         report["convergence"].append(cmp)
     return report
