@@ -74,6 +74,7 @@ def main():
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--nbody-grid", type=int, default=64, help="box of the N-body comparison (0: skip)")
     p.add_argument("--pmwd-steps", type=int, default=32, help="pmwd steps of the N-body comparison")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]: the network's device")
     p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI; numbers mean nothing)")
     args = p.parse_args()
     smoke_banner(args.smoke)
@@ -82,40 +83,47 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     n = args.tile + 96
+    device = torch.device(args.device)
+
+    def timed(fn, repeat):  # the GPU synchronised before the clock is read
+        return best_time(fn, repeat, sync=torch.cuda.synchronize if device.type == "cuda" else None)
+
     torch.manual_seed(0)
-    net = StyledVNet(2, width=args.width).eval()
+    net = StyledVNet(2, width=args.width).eval().to(device)
     model = ZdepConvention(net)
-    x = torch.randn(1, 3, n, n, n)
+    x = torch.randn(1, 3, n, n, n, device=device)
     flops = network_flops(net, n)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}{gpu}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {device}")
     print(f"tile: input {n}^3 -> output {args.tile}^3, width {args.width}: {flops / 1e9:.1f} GFLOP per tile, "
           f"{flops / args.tile**3 / 1e6:.2f} MFLOP per output voxel")
 
     with torch.no_grad():
         # the practical limit: one plain 64->64 3^3 convolution at the tile's full resolution
-        xc = torch.randn(1, args.width, n - 4, n - 4, n - 4)
-        wc = torch.randn(args.width, args.width, 3, 3, 3)
-        t_conv = best_time(lambda: F.conv3d(xc, wc), args.repeat)
+        xc = torch.randn(1, args.width, n - 4, n - 4, n - 4, device=device)
+        wc = torch.randn(args.width, args.width, 3, 3, 3, device=device)
+        t_conv = timed(lambda: F.conv3d(xc, wc), args.repeat)
         cl = torch.channels_last_3d
         xcl, wcl = xc.contiguous(memory_format=cl), wc.contiguous(memory_format=cl)
-        t_conv_cl = best_time(lambda: F.conv3d(xcl, wcl), args.repeat)
+        t_conv_cl = timed(lambda: F.conv3d(xcl, wcl), args.repeat)
         conv_gflops = 2 * args.width**2 * 27 * (n - 6) ** 3 / t_conv / 1e9
         conv_cl_gflops = 2 * args.width**2 * 27 * (n - 6) ** 3 / t_conv_cl / 1e9
         best_conv = max(conv_gflops, conv_cl_gflops)
 
-        t_dis = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
-        t_vel = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
+        t_dis = timed(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+        t_vel = timed(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
         model_jvp = ZdepConvention(net, velocity_method="jvp")
-        t_jvp = best_time(lambda: model_jvp.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
-        net_cl = StyledVNet(2, width=args.width).eval()
+        t_jvp = timed(lambda: model_jvp.predict_tiles(x, 0.3, 0.5, velocity=True), args.repeat)
+        net_cl = StyledVNet(2, width=args.width).eval().to(device)
         net_cl.load_state_dict(net.state_dict())
         net_cl.to(memory_format=cl)
         model_cl = ZdepConvention(net_cl)
         x_cl = x.contiguous(memory_format=cl)
-        t_dis_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
-        t_vel_cl = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
+        t_dis_cl = timed(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
+        t_vel_cl = timed(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
         with Straightforward(net):
-            t_ref = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+            t_ref = timed(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
 
     emu_gflops = flops / t_dis / 1e9
     print(f"plain conv3d throughput (NCDHW):   {conv_gflops:8.1f} GFLOP/s  (reference, same run)")
@@ -147,12 +155,14 @@ def main():
     # last: the allocator setting is process-wide and cannot be undone
     from emu_backend.inference.cpu_allocator import keep_freed_memory
 
-    if keep_freed_memory():
+    if device.type != "cpu":
+        print("keep_freed_memory is a CPU allocator setting: not measured on", device)
+    elif keep_freed_memory():
         with torch.no_grad():
-            t_dis_a = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
-            t_vel_a = best_time(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
+            t_dis_a = timed(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=False), args.repeat)
+            t_vel_a = timed(lambda: model_cl.predict_tiles(x_cl, 0.3, 0.5, velocity=True), args.repeat)
             with Straightforward(net):
-                t_ref_a = best_time(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
+                t_ref_a = timed(lambda: model.predict_tiles(x, 0.3, 0.5, velocity=False), args.repeat)
         print(f"with keep_freed_memory (opt-in), channels-last: displacement {t_dis_a:.2f} s "
               f"({t_dis_cl / t_dis_a:.2f}x the default allocator; {flops / t_dis_a / 1e9 / best_conv:.2f} of the best "
               f"plain conv3d), + velocity {t_vel_a:.2f} s (ratio {t_vel_a / t_dis_a:.2f}); straightforward "
