@@ -93,14 +93,20 @@ def test_help_documents_the_config_format_and_the_flags(capsys):
         assert text in out
 
 
-def test_demo_weights_note_appears_once_after_the_result(tmp_path, capsys):
+def test_demo_weights_note_appears_once_after_the_result(tmp_path, capsys, monkeypatch):
+    import emu_backend.cli._common as common
+    import emu_backend.pipelines.steps as steps
+
+    # every step counts as long, so the line below does not depend on this machine's speed
+    monkeypatch.setattr(steps, "LONG_STEP_S", 0.0)
+    monkeypatch.setattr(common, "LONG_STEP_S", 0.0)
     code, out, err = _run(capsys, "-n", 16, "--z", "0", "--no-plot", "--out", tmp_path / "x")
     assert code == 0, err
     assert err.count("demo weights") == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("note: default emulator:") and "--weights PATH" in last and "weights=" not in last
     assert "weights: demo weights, see docs/shipped_weights.md" in out  # the summary names them too
-    # the emulator step is long enough for a progress line in a batch log (stderr is not a terminal here)
+    # a progress line per long step in a batch log (stderr is not a terminal here), before the note
     assert re.search(r"run: step 2/3 emulator done in \d+\.\d s", err), err
 
 
