@@ -80,9 +80,18 @@ def gradient_step(fm: ForwardModel, noise: torch.Tensor):
 VARIANTS = {True: "recomputed", "checkpoint": "torch checkpoint", False: "kept"}
 
 
-def time_ratios(grid: int, widths, tile: int, repeat: int) -> list[dict]:
-    """Gradient time over forward time per width, output kind and recomputation variant."""
+def time_ratios(grid: int, widths, tile: int, repeat: int, variants=tuple(VARIANTS.values())) -> list[dict]:
+    """Gradient time over forward time per width, output kind and recomputation variant (each row printed as
+    soon as it is measured, so a long run killed part-way keeps what it measured)."""
     noise = torch.randn(grid, grid, grid, generator=torch.Generator().manual_seed(1))
+    chosen = {v: name for v, name in VARIANTS.items() if name in variants}
+    print(f"\n1. gradient time / forward time: {grid}^3 particles, tile {tile}, float32, z = 0.5, "
+          f"loss sum(w * out) w.r.t. noise, Omega_m, sigma8 (best of {repeat}"
+          f"{' after a warm-up' if WARM_UP else ', no warm-up'}); tile activations recomputed in the backward "
+          "after an inference-path forward (default), recomputed by torch.utils.checkpoint, or kept (memory "
+          "grows with the box)")
+    head = "".join(f"{name + ' s':>20s} {'ratio':>6s}" for name in chosen.values())
+    print(f"{'width':>5s} {'output':>12s} {'forward s':>10s}{head} {'target':>7s}", flush=True)
     rows = []
     for width in widths:
         for output in ("displacement", "velocity"):
@@ -90,20 +99,13 @@ def time_ratios(grid: int, widths, tile: int, repeat: int) -> list[dict]:
             with torch.no_grad():
                 fwd = best_time(lambda: fm(noise), repeat)
             row = {"width": width, "output": output, "forward_s": fwd}
-            for variant in VARIANTS:
+            for variant, name in chosen.items():
                 fm.recompute = variant
-                row[VARIANTS[variant]] = best_time(gradient_step(fm, noise), repeat)
+                row[name] = best_time(gradient_step(fm, noise), repeat)
             rows.append(row)
-    print(f"\n1. gradient time / forward time: {grid}^3 particles, tile {tile}, float32, z = 0.5, "
-          f"loss sum(w * out) w.r.t. noise, Omega_m, sigma8 (best of {repeat} after a warm-up); tile activations "
-          "recomputed in the backward after an inference-path forward (default), recomputed by "
-          "torch.utils.checkpoint, or kept (memory grows with the box)")
-    head = "".join(f"{name + ' s':>20s} {'ratio':>6s}" for name in VARIANTS.values())
-    print(f"{'width':>5s} {'output':>12s} {'forward s':>10s}{head} {'target':>7s}")
-    for r in rows:
-        target = 3.0 if r["output"] == "displacement" else 4.0
-        cols = "".join(f"{r[name]:20.2f} {r[name] / r['forward_s']:6.2f}" for name in VARIANTS.values())
-        print(f"{r['width']:5d} {r['output']:>12s} {r['forward_s']:10.2f}{cols} {target:7.1f}")
+            target = 3.0 if output == "displacement" else 4.0
+            cols = "".join(f"{row[name]:20.2f} {row[name] / fwd:6.2f}" for name in chosen.values())
+            print(f"{width:5d} {output:>12s} {fwd:10.2f}{cols} {target:7.1f}", flush=True)
     return rows
 
 
@@ -143,21 +145,26 @@ def peak_memory(widths, tiles) -> list[dict]:
     Each on a box of one tile (``grid = tile``): with recomputation the peak is one tile's, whatever the
     number of tiles; the box itself adds a few ``(3, N, N, N)`` fields (25 MB each in float32 at N = 128).
     """
+    print("\n2. peak memory above the set-up's (MiB, resident set of a fresh process): one tile, "
+          "displacement + velocity, float32, tile activations recomputed in the backward")
+    print(f"{'width':>5s} {'tile':>5s} {'input tile':>11s} {'forward':>9s} {'gradient':>9s} {'ratio':>6s}", flush=True)
     rows = []
     for width in widths:
         for tile in tiles:
             row = {"width": width, "tile": tile}
             for mode in ("forward", "gradient"):
                 cmd = [sys.executable, __file__, "--child", str(tile), str(width), str(tile), mode]
-                res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:  # e.g. killed for memory: say so and go on
+                    row[mode] = float("nan")
+                    print(f"  width {width} tile {tile} {mode}: child failed (exit {done.returncode}) "
+                          f"{done.stderr.strip()[-200:]}", flush=True)
+                    continue
+                res = json.loads(done.stdout)
                 row[mode] = res["peak_mib"] - res["base_mib"]
             rows.append(row)
-    print("\n2. peak memory above the set-up's (MiB, resident set of a fresh process): one tile, "
-          "displacement + velocity, float32, tile activations recomputed in the backward")
-    print(f"{'width':>5s} {'tile':>5s} {'input tile':>11s} {'forward':>9s} {'gradient':>9s} {'ratio':>6s}")
-    for r in rows:
-        print(f"{r['width']:5d} {r['tile']:5d} {str(r['tile'] + 96) + '^3':>11s} {r['forward']:9.0f} "
-              f"{r['gradient']:9.0f} {r['gradient'] / max(r['forward'], 1.0):6.2f}")
+            print(f"{width:5d} {tile:5d} {str(tile + 96) + '^3':>11s} {row['forward']:9.0f} "
+                  f"{row['gradient']:9.0f} {row['gradient'] / max(row['forward'], 1.0):6.2f}", flush=True)
     return rows
 
 
@@ -206,6 +213,10 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-warm-up", action="store_true", help="time the first call (long runs: warm-up is noise)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS.values()), default=list(VARIANTS.values()),
+                   help="gradient variants timed ('kept' holds every tile's activations: large at width 64)")
+    p.add_argument("--memory-widths", type=int, nargs="*", default=None,
+                   help="widths of the memory runs (default: --widths)")
     p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI)")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -221,8 +232,8 @@ def main() -> None:
         args.grid, args.widths, args.tiles, args.tile, args.pmwd_steps, args.repeat = 8, [2], [8], 8, 2, 1
     tile = args.tile or args.grid
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows = time_ratios(args.grid, args.widths, tile, args.repeat)
-    peak_memory(args.widths, args.tiles)
+    rows = time_ratios(args.grid, args.widths, tile, args.repeat, args.variants)
+    peak_memory(args.widths if args.memory_widths is None else args.memory_widths, args.tiles)
     if args.pmwd_steps:
         pm = pmwd_gradient(args.grid, args.pmwd_steps, args.repeat)
         if pm is not None:
