@@ -198,7 +198,8 @@ def pmwd_gradient(grid: int, steps: int, repeat: int) -> dict | None:
     n_steps = len(conf.a_nbody) - 1
     print(f"\n3. pmwd {pmwd.__version__ if hasattr(pmwd, '__version__') else ''}: {grid}^3 particles, mesh 2x, "
           f"{n_steps} steps to z = 0.5, float{'64' if jax.config.jax_enable_x64 else '32'}, jit-compiled "
-          "(compilation excluded); loss sum(w * density) w.r.t. modes, Omega_m, sigma8")
+          f"({'compilation excluded' if WARM_UP else 'no warm-up: compilation INCLUDED'}); loss sum(w * density) "
+          "w.r.t. modes, Omega_m, sigma8")
     print(f"forward {t_fwd:.2f} s, gradient (adjoint nbody) {t_grad:.2f} s, ratio {t_grad / t_fwd:.2f}")
     return {"forward_s": t_fwd, "grad_s": t_grad, "steps": n_steps}
 
