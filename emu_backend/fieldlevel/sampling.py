@@ -35,6 +35,7 @@ from ..adapters.jax_bridge import jax_module
 from ..checks import check_bool, check_int, check_real
 from ..errors import FileFormatError, InputError, MissingDependencyError
 from ..io.atomic import atomic_path
+from ..io.jsonfile import read_json
 from ..io.output_lock import output_lock
 from .likelihood import FieldLikelihood
 
@@ -210,10 +211,7 @@ def _record(lik: FieldLikelihood, config: SamplerConfig) -> dict:
 def _open_folder(out_dir: Path, record: dict) -> None:
     path = out_dir / "run.json"
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise FileFormatError(f"{str(path)!r} is not a readable run record ({exc})") from exc
+        old = read_json(path, "sampler run record")
         keys = ("posterior_sha256", "sampler", "infer")
         if {k: old.get(k) for k in keys} != {k: record[k] for k in keys}:
             raise InputError(f"{str(out_dir)!r} holds chains of another posterior or other sampler settings; "

@@ -32,6 +32,7 @@ from ..errors import InputError, ResourceError
 from ..ics import InitialConditions
 from ..io.atomic import atomic_path
 from ..io.fields import read_fields
+from ..io.jsonfile import read_json
 from ..io.output_lock import output_lock
 from ..lightcone.build import LightconeSpec, build_lightcone, spec_digest
 from ..lightcone.compare import check_pixel_window_dir, compare_convergence, halofit_power
@@ -176,11 +177,8 @@ def _check_size(config: LightconeConfig, ics: InitialConditions, out: Path) -> N
 def _record(out: Path, config: LightconeConfig, digest: str) -> None:
     path = out / "run.json"
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{str(path)!r} is not a readable run record ({exc}); use a new output folder") from exc
-        if old.get("config_digest") != digest:
+        old = read_json(path, "lightcone run record")
+        if not isinstance(old, dict) or old.get("config_digest") != digest:
             raise InputError(f"{str(out)!r} holds another lightcone run (config digest differs); use a new folder")
         return
     with atomic_path(path) as tmp:
