@@ -5,9 +5,11 @@ Prints, in one run:
 1. for each width and output kind (``displacement``; ``velocity``, which needs the forward-mode
    tangent), the time of one gradient of a scalar loss with respect to the white noise, Omega_m and
    sigma8 (forward + backward, :class:`~emu_backend.differentiable.ForwardModel`) over the time of one
-   forward pass of the same model without autograd, with the tile activations recomputed in the
-   backward (bounded memory, the default) and kept (``recompute=False``); targets: <= 3x for the
-   displacement, <= 4x with velocities;
+   forward pass of the same model without autograd, for the recomputation variants: the default (every
+   tile recomputed in the backward but the last, which keeps its activations: a box of one tile is never
+   recomputed), ``"all"`` (the last tile recomputed too: on a one-tile box, the cost per tile of a box of
+   many tiles), ``torch.utils.checkpoint``, and every tile kept (``recompute=False``); targets: <= 3x for
+   the displacement, <= 4x with velocities;
 2. the peak memory of one gradient for several tile sizes at each width, each measured in a fresh
    process on a box of one tile (peak resident set minus the resident set before the gradient) beside
    the forward pass's: with recomputation the peak is one tile's, whatever the box;
@@ -77,7 +79,7 @@ def gradient_step(fm: ForwardModel, noise: torch.Tensor):
     return step
 
 
-VARIANTS = {True: "recomputed", "checkpoint": "torch checkpoint", False: "kept"}
+VARIANTS = {True: "default", "all": "all recomputed", "checkpoint": "torch checkpoint", False: "kept"}
 
 
 def time_ratios(grid: int, widths, tile: int, repeat: int, variants=tuple(VARIANTS.values())) -> list[dict]:
@@ -87,9 +89,9 @@ def time_ratios(grid: int, widths, tile: int, repeat: int, variants=tuple(VARIAN
     chosen = {v: name for v, name in VARIANTS.items() if name in variants}
     print(f"\n1. gradient time / forward time: {grid}^3 particles, tile {tile}, float32, z = 0.5, "
           f"loss sum(w * out) w.r.t. noise, Omega_m, sigma8 (best of {repeat}"
-          f"{' after a warm-up' if WARM_UP else ', no warm-up'}); tile activations recomputed in the backward "
-          "after an inference-path forward (default), recomputed by torch.utils.checkpoint, or kept (memory "
-          "grows with the box)")
+          f"{' after a warm-up' if WARM_UP else ', no warm-up'}); default: tiles recomputed in the backward "
+          "after an inference-path forward except the last (kept); 'all recomputed': the last too (the cost "
+          "per tile of a many-tile box); torch.utils.checkpoint; kept (memory grows with the box)")
     head = "".join(f"{name + ' s':>20s} {'ratio':>6s}" for name in chosen.values())
     print(f"{'width':>5s} {'output':>12s} {'forward s':>10s}{head} {'target':>7s}", flush=True)
     rows = []
@@ -146,7 +148,8 @@ def peak_memory(widths, tiles) -> list[dict]:
     number of tiles; the box itself adds a few ``(3, N, N, N)`` fields (25 MB each in float32 at N = 128).
     """
     print("\n2. peak memory above the set-up's (MiB, resident set of a fresh process): one tile, "
-          "displacement + velocity, float32, tile activations recomputed in the backward")
+          "displacement + velocity, float32, default recomputation (the one tile keeps its activations, "
+          "as any tile does while it is recomputed)")
     print(f"{'width':>5s} {'tile':>5s} {'input tile':>11s} {'forward':>9s} {'gradient':>9s} {'ratio':>6s}", flush=True)
     rows = []
     for width in widths:
@@ -215,7 +218,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-warm-up", action="store_true", help="time the first call (long runs: warm-up is noise)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS.values()), default=list(VARIANTS.values()),
-                   help="gradient variants timed ('kept' holds every tile's activations: large at width 64)")
+                   help="gradient variants timed ('kept' holds every tile's activations: large at width 64; "
+                        "on a one-tile box it is the default)")
     p.add_argument("--memory-widths", type=int, nargs="*", default=None,
                    help="widths of the memory runs (default: --widths)")
     p.add_argument("--smoke", action="store_true", help="smallest sizes, every code path (for CI)")
@@ -239,7 +243,9 @@ def main() -> None:
         pm = pmwd_gradient(args.grid, args.pmwd_steps, args.repeat)
         if pm is not None:
             for r in rows:
-                g = r["recomputed"]
+                g = r.get("default", r.get("all recomputed"))
+                if g is None:
+                    continue
                 print(f"pmwd gradient / emulator gradient (width {r['width']}, {r['output']}): {pm['grad_s'] / g:.2f}")
 
 

@@ -250,16 +250,47 @@ def test_several_redshifts_in_one_call_equal_separate_calls(emu64):
 
 @pytest.mark.slow
 def test_recomputation_variants_give_the_same_gradient(emu64):
-    """The inference-path forward recomputed in the backward (default), torch.utils.checkpoint, and kept
-    activations: the same operations in the backward, so the same gradients (float64, 1e-12 relative)."""
+    """The inference-path forward recomputed in the backward (default: a one-tile box keeps its tile; "all":
+    recomputed too), torch.utils.checkpoint, and kept activations: the same operations in the backward, so
+    the same gradients (float64, 1e-12 relative)."""
     n = 8
     lin = torch.from_numpy(np.random.default_rng(14).normal(0, 2, (3, n, n, n)))
     w = torch.from_numpy(np.random.default_rng(15).normal(size=(2, 3, n, n, n)))
     grads = []
-    for recompute in (True, "checkpoint", False):
+    for recompute in (True, "all", "checkpoint", False):
         x, om, dz = lin.clone().requires_grad_(True), _t(0.3), _t(0.8)
         out, dout = emulate_box(emu64.model.net, x, om, dz, tile_size=8, velocity=True, recompute=recompute)
         grads.append(torch.autograd.grad((w[0] * out).sum() + (w[1] * dout).sum(), (x, om, dz)))
     for other in grads[1:]:
         for a, b in zip(grads[0], other):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14 * float(b.abs().max()))
+
+
+def test_only_the_last_tile_keeps_its_activations():
+    """T tiles: the default runs the network 2T - 1 times per gradient (T forwards, every tile but the last
+    recomputed in the backward), "all" 2T, and both give the kept-activations gradient. A 16 x 8 x 8 box
+    of two 8^3 tiles, a float32 width-1 network (the counts depend on neither; float64 convolutions
+    without oneDNN are ~10x slower): the same operations on the same values, so 1e-5 of the largest
+    component bounds float32 round-off differences of the gradient sums (measured: equal)."""
+    shape = (3, 16, 8, 8)
+    torch.manual_seed(0)
+    net = StyledVNet(2, width=1)
+    calls = []
+    hook = net.conv_l00.register_forward_hook(lambda *args: calls.append(1))
+    lin = torch.from_numpy(np.random.default_rng(16).normal(0, 2, shape).astype(np.float32))
+    w = torch.from_numpy(np.random.default_rng(17).normal(size=shape).astype(np.float32))
+    grads, counts = [], []
+    try:
+        for recompute in (True, "all", False):
+            calls.clear()
+            x = lin.clone().requires_grad_(True)
+            om = torch.tensor(0.3, requires_grad=True)
+            out, _ = emulate_box(net, x, om, torch.tensor(0.8), tile_size=8, recompute=recompute)
+            grads.append(torch.autograd.grad((w * out).sum(), (x, om)))
+            counts.append(len(calls))
+    finally:
+        hook.remove()
+    assert counts == [3, 4, 2]
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5 * float(b.abs().max()))

@@ -50,8 +50,9 @@ def emulated_fields(net, linear_displacement: torch.Tensor, omega_m: torch.Tenso
         Output tile side, a positive multiple of 8.
     velocity : bool
         Also return the velocities (the network's forward-mode derivative in D).
-    recompute : bool or "checkpoint"
-        As :func:`~emu_backend.differentiable.tiles.emulate_box`.
+    recompute : bool, "all" or "checkpoint"
+        As :func:`~emu_backend.differentiable.tiles.emulate_box` (True: only the last redshift's last tile
+        keeps its activations).
 
     Returns
     -------
@@ -62,10 +63,13 @@ def emulated_fields(net, linear_displacement: torch.Tensor, omega_m: torch.Tenso
     dtype = linear_displacement.dtype
     om = omega_m.to(dtype)
     fields = []
-    for z in zs:
+    for i, z in enumerate(zs):
         dz = growth_factor(z, omega_m).to(dtype)
+        # the last redshift's last tile keeps its activations (no recomputation): one tile's, as the
+        # backward's peak anyway
+        last = i == len(zs) - 1
         out, dout = emulate_box(net, linear_displacement, om, dz, tile_size=tile_size, velocity=velocity,
-                                recompute=recompute)
+                                recompute="all" if recompute is True and not last else recompute)
         vel = None if dout is None else dout * velocity_norm(z, omega_m).to(dtype)
         fields.append((out * DIS_STD_MPC_H, vel))
     return fields

@@ -9,7 +9,8 @@ parameter passed as a tensor:
    (:func:`.tiles.emulate_box`), with style ``[(Om - 0.3) 5, D(z, Om) - 1]``; D, f and H are the closed forms
    of :mod:`emu_backend.cosmology.growth`, whose torch path has exact derivatives in Omega_m;
 3. the velocity is the emulator's forward-mode derivative in D times ``velocity_norm(z, Om)``; its
-   reverse-mode gradient is exact (the folded dual network is ordinary torch ops);
+   reverse-mode gradient is exact (each folded dual layer's backward is written out in
+   :mod:`emu_backend.nn.modulated_conv`, the network's weights being constants here);
 4. the output: ``"displacement"`` [Mpc/h], ``"velocity"`` [km/s], ``"density"`` (CIC/TSC overdensity of
    the particles on an ``n_mesh^3`` mesh) or ``"rsd_density"`` (the same in redshift space along ``los``,
    ``s = x + v_los / (a H)``).
@@ -83,10 +84,11 @@ class ForwardModel:
         Line-of-sight axis of ``"rsd_density"``.
     allow_extrapolation : bool
         Run outside the emulator's training domain (Omega_m, z, cell size) instead of raising.
-    recompute : bool or "checkpoint"
+    recompute : bool, "all" or "checkpoint"
         Recompute each tile's activations in the backward pass (bounded memory; default), its first
-        forward at the cost of inference; False keeps them (faster, memory grows with the box);
-        ``"checkpoint"`` recomputes through :func:`torch.utils.checkpoint.checkpoint` (see
+        forward at the cost of inference, the last tile's kept from its forward; ``"all"`` recomputes
+        the last tile too; False keeps them all (memory grows with the box); ``"checkpoint"`` recomputes
+        through :func:`torch.utils.checkpoint.checkpoint` (see
         :func:`~emu_backend.differentiable.tiles.emulate_box`).
     dynamics : {"emulator", "za", "linear"}
         The nonlinear map: the emulator (default), the Zel'dovich approximation (no network; float64 on the
@@ -126,7 +128,7 @@ class ForwardModel:
         self.allow_extrapolation = bool(allow_extrapolation)
         self.recompute = recompute if isinstance(recompute, str) else check_bool(recompute, "recompute")
         if isinstance(recompute, str):
-            check_choice(recompute, "recompute", ("checkpoint",))
+            check_choice(recompute, "recompute", ("all", "checkpoint"))
         self.dynamics = check_choice(dynamics, "dynamics", DYNAMICS)
         if self.dynamics == "linear" and (self.output != "density" or self.n_mesh != self.grid):
             raise InputError(f"dynamics='linear' gives the density on the particle grid only: output must be "

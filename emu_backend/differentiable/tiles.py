@@ -77,15 +77,23 @@ class _RecomputedTile(torch.autograd.Function):
 
 
 def _tile_forward(net, velocity: bool, method: str):
+    # the network with its weights as constants (detached, the module untouched): gradients go to the
+    # inputs and the style only, and each styled convolution's backward skips the weight-gradient
+    # convolution (emu_backend.nn.modulated_conv)
+    constants = {name: p.detach() for name, p in net.named_parameters()}
+
+    def frozen(*args):
+        return torch.func.functional_call(net, constants, args)
+
     def run(x, omega_m, dz):
-        out, dout = zdep_forward(net, x, omega_m, dz, velocity=velocity, method=method)
+        out, dout = zdep_forward(net, x, omega_m, dz, velocity=velocity, method=method, runner=frozen)
         return (out,) if dout is None else (out, dout)
 
     return run
 
 
 def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, dz: torch.Tensor, *,
-                tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool = True):
+                tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool | str = True):
     """map2map_zdep network output (and its D-derivative) on a whole periodic box, differentiably.
 
     Parameters
@@ -104,12 +112,16 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
     method : {"dual", "jvp"}
         Forward-mode formulation (see :func:`~emu_backend.inference.models.zdep_forward`); ``"dual"`` is
         the one whose reverse-mode derivative is exact and cheap.
-    recompute : bool or "checkpoint"
+    recompute : bool, "all" or "checkpoint"
         True (default): each tile's forward runs with autograd off (the inference path) and is
-        recomputed with autograd in the backward: memory bounded by one tile. False keeps every tile's
-        activations (one forward less; memory grows with the box). ``"checkpoint"``: the same recomputation
-        by :func:`torch.utils.checkpoint.checkpoint`, whose first forward records autograd and so misses
-        the inference path (kept for comparison, ``benchmarks/bench_differentiable.py``).
+        recomputed with autograd in the backward, except the last tile, which keeps its activations from
+        its forward (the backward reaches it first: it would be recomputed at once); memory bounded by
+        one tile, and a box of one tile is never recomputed. ``"all"``: the last tile recomputed too (for
+        several calls whose graphs live together, e.g. one per redshift: at most one of them may keep a
+        tile). False keeps every tile's activations (memory grows with the box). ``"checkpoint"``: the
+        same recomputation by :func:`torch.utils.checkpoint.checkpoint`, whose first forward records
+        autograd and so misses the inference path (kept for comparison,
+        ``benchmarks/bench_differentiable.py``).
 
     Returns
     -------
@@ -122,11 +134,12 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
     x = linear_displacement / DIS_STD_MPC_H
     n_out = 2 if velocity else 1
     outs = [x.new_zeros((3, *shape)) for _ in range(n_out)]
-    for tile in plan.tiles:
+    last = len(plan.tiles) - 1
+    for i, tile in enumerate(plan.tiles):
         xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0)
         if recompute == "checkpoint" and torch.is_grad_enabled():
             res = checkpoint(run, xt, omega_m, dz, use_reentrant=False)
-        elif recompute and torch.is_grad_enabled():
+        elif recompute and torch.is_grad_enabled() and (recompute == "all" or i != last):
             res = _RecomputedTile.apply(run, xt, omega_m, dz)
         else:
             res = run(xt, omega_m, dz)

@@ -61,6 +61,24 @@ def _keeps_dtype(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.promote_types(a.dtype, b.dtype) == a.dtype
 
 
+class _DualLeakyReLU(torch.autograd.Function):
+    """LeakyReLU of a :class:`Dual` pair with its reverse mode written out: both cotangents are scaled by
+    the slope at the primal (autograd through ``leaky_relu_backward`` would also build a zero gradient
+    for the primal of the tangent's slope)."""
+
+    @staticmethod
+    def forward(ctx, xp, xt):
+        ctx.save_for_backward(xp)
+        return (F.leaky_relu(xp, LEAKY_SLOPE),
+                torch.ops.aten.leaky_relu_backward(xt, xp, LEAKY_SLOPE, False))
+
+    @staticmethod
+    def backward(ctx, gp, gt):
+        (xp,) = ctx.saved_tensors
+        slope = torch.ops.aten.leaky_relu_backward
+        return slope(gp, xp, LEAKY_SLOPE, False), slope(gt, xp, LEAKY_SLOPE, False)
+
+
 def activate(x, inplace: bool = False):
     """LeakyReLU(0.01); for a :class:`Dual` the tangent is multiplied by the slope at the primal
     (1 where the pre-activation is > 0, else 0.01, as PyTorch differentiates it: the tangent is
@@ -71,6 +89,8 @@ def activate(x, inplace: bool = False):
             torch.ops.aten.leaky_relu_backward.grad_input(x.tangent, x.primal, LEAKY_SLOPE, False,
                                                           grad_input=x.tangent)
             return Dual(F.leaky_relu_(x.primal, LEAKY_SLOPE), x.tangent)
+        if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            return Dual(*_DualLeakyReLU.apply(x.primal, x.tangent))
         return Dual(F.leaky_relu(x.primal, LEAKY_SLOPE),
                     torch.ops.aten.leaky_relu_backward(x.tangent, x.primal, LEAKY_SLOPE, False))
     return F.leaky_relu_(x, LEAKY_SLOPE) if overwrite else F.leaky_relu(x, LEAKY_SLOPE)
