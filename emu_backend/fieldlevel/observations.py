@@ -105,13 +105,25 @@ def synthetic_observation(grid: int, z: float, noise_sigma: float, *, seed: int,
         Seed of the observation noise (default ``seed + 1``).
     **backend_options
         Passed to the backend (``weights=``, ``mesh_factor=``, ...).
+
+    Returns
+    -------
+    DensityMesh
+        The noisy overdensity (n_mesh, n_mesh, n_mesh), with ``initial_noise`` the true white noise
+        (grid, grid, grid) and ``meta`` recording ``source`` ("synthetic_observation"), ``backend`` (the
+        simulator's name: "emulator" for the closed loop, "pmwd" or "jaxpm" for PM data), ``ics_seed``,
+        ``noise_seed`` and the snapshot's provenance under ``snapshot``.
     """
     grid = check_int(grid, "grid", 8)
     if cosmology.sigma8 is None:
         raise InputError(f"cosmology {cosmology.name!r} has no sigma8; the linear P(k) is normalised by it")
     ics = InitialConditions.from_noise(grid, box_size, cosmology, seed)
     snap = simulate(ics, cosmology, z=[float(z)], backend=backend, **backend_options)[0]
-    return observe(snap, grid if n_mesh is None else n_mesh, noise_sigma,
-                   seed=(seed + 1) if noise_seed is None else noise_seed, window=window, los=los,
-                   initial_noise=white_noise(grid, seed).astype(np.float64))
+    obs = observe(snap, grid if n_mesh is None else n_mesh, noise_sigma,
+                  seed=(seed + 1) if noise_seed is None else noise_seed, window=window, los=los,
+                  initial_noise=white_noise(grid, seed).astype(np.float64))
+    # provenance at the top level of meta: which simulator made the data (the closed loop or a model
+    # mismatch) and from which white-noise seed; the snapshot's own meta stays under "snapshot"
+    meta = {**obs.meta, "source": "synthetic_observation", "backend": snap.meta.get("backend"), "ics_seed": seed}
+    return dataclasses.replace(obs, meta=meta)
 

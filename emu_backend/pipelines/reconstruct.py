@@ -9,7 +9,12 @@ Steps, all in the output folder (held under its lock; every file written atomica
 3. NUTS chains started at the MAP (:func:`~emu_backend.fieldlevel.sample_posterior`, ``chains/``),
    resumable after a kill from the last saved step, bit for bit;
 4. the report: ``report.json``, ``report.md``, ``report.png`` (P(k) of the true, MAP and posterior-mean
-   noise fields, their r(k) with the truth where known, traces and histograms of Omega_m and sigma8).
+   noise fields, their r(k) with the truth where known, traces and histograms of Omega_m and sigma8), with
+   a ``bias`` section (:func:`~emu_backend.fieldlevel.bias.bias_section`): where the data carries its truth
+   (the true white noise; its cosmology), each parameter's posterior mean minus the true value, also in
+   posterior stds, and r(k) of the MAP and posterior-mean noise with the truth and the scales where
+   r > 0.9; the simulator backend that made the data where its metadata records it (a PM code: model
+   mismatch); without the truth, the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ..differentiable import ForwardModel
 from ..differentiable.forward import DYNAMICS
 from ..errors import FileFormatError, InputError
 from ..fieldlevel import COSMOLOGY_PARAMETERS, FieldLikelihood, Priors, SamplerConfig, find_map, sample_posterior
+from ..fieldlevel.bias import bias_section, data_backend, table_cell
 from ..fieldlevel.observations import observe
 from ..ics import white_noise
 from ..inference.default import load_emulator
@@ -243,7 +249,8 @@ def _report(config, mesh, lik, map_info, post, seconds_sampling) -> dict:
         "package_version": __version__, "config": config.to_dict(),
         "data": {"n_mesh": mesh.n_mesh, "box_size": box, "z": mesh.z, "cosmology": mesh.cosmology.to_dict(),
                  "noise_sigma": mesh.noise_sigma if isinstance(mesh.noise_sigma, float) else "map",
-                 "observed_voxels": lik.n_data, "has_truth": mesh.initial_noise is not None},
+                 "observed_voxels": lik.n_data, "has_truth": mesh.initial_noise is not None,
+                 "backend": data_backend(mesh)},
         "map": {"converged": converged, "iterations": iterations, "evaluations": evaluations, "log_prob": log_prob,
                 "seconds": seconds_map},
         "sampling": {"seconds": seconds_sampling, "gradient_evaluations": int(post.stats["num_steps"].sum()),
@@ -266,7 +273,40 @@ def _report(config, mesh, lik, map_info, post, seconds_sampling) -> dict:
             cc = cross_correlation(fields[name], mesh.initial_noise, box, edges)
             r["k"], r[name] = cc.k.tolist(), cc.r.tolist()
         report["r_k"] = r
+    estimates = {name: {"value": p["mean"], "std": p["std"], "estimator": "posterior_mean"}
+                 for name, p in report["parameters"].items()}
+    report["bias"] = bias_section(mesh, {"map": fields["map"], "posterior_mean": fields["posterior_mean"]},
+                                  estimates, edges)
     return report
+
+
+def _bias_markdown(bias: dict) -> list:
+    """The "Bias against the truth" section of report.md."""
+    backend = bias.get("data_backend") or "not recorded"
+    lines = ["", "## Bias against the truth", "", f"data made by: `{backend}`"
+             + (" (the closed loop: the model's own dynamics)" if backend == "emulator" else
+                " (a PM code: model mismatch)" if backend in ("pmwd", "jaxpm") else ""), ""]
+    if not bias["available"]:
+        return lines + [f"not computed: {bias['reason']}"]
+    lines += ["| parameter | estimator | estimate | truth | bias | posterior std | bias / std |",
+              "|---|---|---|---|---|---|---|"]
+    for name, p in bias["parameters"].items():
+        lines.append(f"| {name} | {p['estimator'].replace('_', ' ')} | {table_cell(p['estimate'])} | "
+                     f"{table_cell(p['truth'])} | {table_cell(p['bias'], '+.4f')} | {table_cell(p['std'])} | "
+                     f"{table_cell(p['bias_over_std'], '+.2f')} |")
+    if not bias["parameters"]:
+        lines.append("| (no parameter inferred) | | | | | | |")
+    r_k = bias["r_k"]
+    names = list(r_k["fields"])
+    lines += ["", f"r(k) with the true white noise (threshold {r_k['threshold']:g}):", "",
+              "| | " + " | ".join(n.replace("_", " ") for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, what in (("k_max_contiguous", f"r > {r_k['threshold']:g} up to k [h/Mpc]"),
+                      ("k_max_above", f"largest k with r > {r_k['threshold']:g} [h/Mpc]")):
+        cells = ["none" if r_k["fields"][n][key] is None else table_cell(r_k["fields"][n][key], ".3f")
+                 for n in names]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    lines += ["", "(r per k bin: the cross-correlation table above; every number in `report.json` under `bias`.)"]
+    return lines
 
 
 def _markdown(report: dict) -> str:
@@ -295,6 +335,8 @@ def _markdown(report: dict) -> str:
                   "|---|---|---|"]
         for k, a, b in zip(report["r_k"]["k"], report["r_k"]["map"], report["r_k"]["posterior_mean"]):
             lines.append(f"| {k:.3f} | {a:.3f} | {b:.3f} |")
+    if "bias" in report:
+        lines += _bias_markdown(report["bias"])
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +353,13 @@ def _figure(path: Path, report: dict, post) -> None:
         for name in ("map", "posterior_mean"):
             ax[0, 1].semilogx(report["r_k"]["k"], report["r_k"][name], label=name.replace("_", " "))
         ax[0, 1].axhline(0.9, color="gray", lw=0.5)
+        fields_r = report.get("bias", {}).get("r_k", {}).get("fields", {})
+        for (name, summary), color in zip(fields_r.items(), ("C0", "C1")):
+            if summary["k_max_contiguous"] is not None:
+                ax[0, 1].axvline(summary["k_max_contiguous"], color=color, ls=":", lw=0.8)
+        backend = report.get("bias", {}).get("data_backend")
+        if backend:
+            ax[0, 1].set_title(f"data: {backend} (dotted: r > 0.9 up to)", fontsize=9)
         ax[0, 1].set(xlabel="k [h/Mpc]", ylabel="r(k) with the true noise", ylim=(-0.2, 1.05))
         ax[0, 1].legend()
     else:
@@ -324,6 +373,11 @@ def _figure(path: Path, report: dict, post) -> None:
         truth = report["parameters"][name]["data_cosmology"]
         if truth is not None:
             ax[1, 1].axvline(truth, ls="--", color="k", lw=0.8)
+        b = report.get("bias", {}).get("parameters", {}).get(name)
+        if b and b["bias_over_std"] is not None:
+            ax[1, 1].text(0.02, 0.95 - 0.07 * list(report["parameters"]).index(name),
+                          f"{name}: bias {b['bias']:+.4f} ({b['bias_over_std']:+.1f} std)",
+                          transform=ax[1, 1].transAxes, fontsize=7, va="top")
     ax[1, 0].set(xlabel="draw", title="traces")
     ax[1, 1].set(title="posterior (dashed: the data's cosmology)")
     for a in (ax[1, 0], ax[1, 1]):
