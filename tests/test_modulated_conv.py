@@ -135,8 +135,11 @@ def test_weights_that_require_grad_take_the_training_path():
     assert "ModulatedDualConv" not in type(out.tangent.grad_fn).__name__
 
 
+@pytest.mark.slow
 def test_network_gradient_with_constant_weights_equals_autograd():
-    """The whole StyledVNet (dual, width 4, float64): the shortcut backward against plain autograd."""
+    """The whole StyledVNet (dual, width 4, float64): the shortcut backward against plain autograd (slow tier:
+    ~40 s; the default tier's finite-difference checks in tests/test_differentiable.py go through the same
+    composed network)."""
     torch.manual_seed(0)
     net = StyledVNet(2, width=4).to(F64)
     g = torch.Generator().manual_seed(2)
