@@ -43,7 +43,7 @@ from _timing import smoke_banner
 from emu_backend.cosmology import QUIJOTE_FIDUCIAL
 from emu_backend.differentiable import ForwardModel
 from emu_backend.fieldlevel import FieldLikelihood, find_map
-from emu_backend.fieldlevel.bias import bias_section, format_number
+from emu_backend.fieldlevel.bias import bias_section, table_cell
 from emu_backend.fieldlevel.observations import synthetic_observation
 
 PARAMETERS = ("omega_m", "sigma8")
@@ -85,13 +85,13 @@ def table(rows: list) -> str:
     lines += ["", "| | " + " | ".join(r["label"] for r in rows) + " |", "|---|---|---|"]
     for name in PARAMETERS:
         truth = a["bias"]["parameters"][name]["truth"]
-        cells = [f"{format_number(r['bias']['parameters'][name]['estimate'])} "
-                 f"({format_number(r['bias']['parameters'][name]['bias'], '+.4f')})" for r in rows]
+        cells = [f"{table_cell(r['bias']['parameters'][name]['estimate'])} "
+                 f"({table_cell(r['bias']['parameters'][name]['bias'], '+.4f')})" for r in rows]
         lo, hi = a["priors"][name]
         lines.append(f"| {name} MAP (bias; truth {truth:g}, start {0.5 * (lo + hi):.4f}) | " + " | ".join(cells)
                      + " |")
     for key, what in (("k_max_contiguous", "r > 0.9 up to k [h/Mpc]"), ("k_max_above", "largest k with r > 0.9")):
-        lines.append(f"| {what} | " + " | ".join(format_number(r["bias"]["r_k"]["fields"]["map"][key], ".3f")
+        lines.append(f"| {what} | " + " | ".join(table_cell(r["bias"]["r_k"]["fields"]["map"][key], ".3f")
                                                 for r in rows) + " |")
     lines.append("| MAP gradients (iterations, converged) | " + " | ".join(
         f"{r['gradients']} ({r['iterations']}, {r['converged']})" for r in rows) + " |")
