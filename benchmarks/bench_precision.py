@@ -7,6 +7,12 @@ output cells (input ``tile + 96``), displacement only and with velocity, as a ra
 in the same process. ``--box N`` also times a whole N^3 box (the speed issue's GPU targets are
 256^3 on one H100: < 0.25 s displacement only, < 0.5 s with velocities).
 
+First, one convolution of the timing's width on a 16^3 input is timed in every real precision against
+float32 (the per-convolution probe). A precision more than ``--max-slowdown`` times slower there has no
+hardware support on this device (bf16 and fp16 autocast on a CPU without AVX512-BF16/FP16 or AMX run
+oneDNN's reference kernels, hundreds of times slower): its real rows are skipped, with the probe's
+ratio printed as the reason, and its emulated round-off rows still run.
+
 Usage::
 
     python benchmarks/bench_precision.py --device cpu --modes fp32 bf16 fp16 fp32+compile
@@ -51,6 +57,24 @@ WARM_UP = True
 def timed(fn, device: torch.device, repeat: int) -> float:
     """Best wall time of ``repeat`` calls after one warm-up (which also compiles), the GPU synchronised."""
     return best_time(fn, repeat, warm_up=WARM_UP, sync=torch.cuda.synchronize if device.type == "cuda" else None)
+
+
+def conv_slowdown(precision: str, device: torch.device, width: int, n: int = 16, repeat: int = 2) -> float:
+    """Time of one ``width``-channel 3^3 convolution on an ``n``^3 input (channels-last on a CPU) in
+    ``precision``, over float32's in the same process (best of ``repeat`` after a warm-up)."""
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+    x = torch.randn(1, width, n, n, n, generator=g).to(device).contiguous(memory_format=fmt)
+    w = torch.randn(width, width, 3, 3, 3, generator=g).to(device).contiguous(memory_format=fmt)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def run(p: str) -> float:
+        def call():
+            with torch.no_grad(), precision_context(p, device):
+                torch.nn.functional.conv3d(x, w)
+        return best_time(call, repeat, warm_up=True, sync=sync)
+
+    return run(precision) / run("fp32")
 
 
 def accuracy(net: StyledVNet, device: str, precision: str, compile_mode: str | None,
@@ -103,7 +127,10 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp32+default"],
                    help="precision[+compile mode], e.g. fp32 tf32 bf16 fp16 fp16+reduce-overhead "
-                        "(fp16 autocast on a CPU without AVX512-FP16 is ~100x slower: use --emulate)")
+                        "(without hardware support a precision is skipped: see --max-slowdown)")
+    p.add_argument("--max-slowdown", type=float, default=20.0,
+                   help="skip the real rows of a precision whose one-convolution probe is this many times "
+                        "slower than float32 (no hardware support here); its emulated rows still run")
     p.add_argument("--emulate", nargs="*", default=["tf32", "bf16", "fp16"],
                    help="precisions whose round-off is also measured by emulation (emulate_precision)")
     p.add_argument("--tile", type=int, default=8, help="output tile side of the timing (input: tile + 96)")
@@ -126,8 +153,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     modes = [parse_mode(m) for m in args.modes]
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+    cpu = f"CPU, {torch.backends.cpu.get_cpu_capability()}"
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+
+    probe_n = 4 if args.smoke else 16
+    print(f"\nper-convolution probe: one {args.width}-channel 3^3 convolution on a {probe_n}^3 input, "
+          "time over float32's")
+    slow = {}
+    for precision in dict.fromkeys(p for p, _ in modes if p != "fp32"):
+        ratio = conv_slowdown(precision, device, args.width, n=probe_n)
+        skip = not args.smoke and ratio > args.max_slowdown
+        print(f"{precision:<28} {ratio:9.1f}x" + (f"  > --max-slowdown {args.max_slowdown:g}: its real rows are "
+                                                  "skipped (no hardware support on this device)" if skip else ""),
+              flush=True)
+        if skip:
+            slow[precision] = ratio
+    modes = [(p, c) for p, c in modes if p not in slow]
 
     if GOLDEN.is_dir():
         golden_net = load_published(GOLDEN / "zdep" / "checkpoint.pt")

@@ -108,5 +108,9 @@ def test_reconstruct_a_snapshot_paints_it_and_finds_its_seed(tmp_path, capsys):
     assert main([*base, "--noise-sigma", "0.2"]) == 0
     report = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert report["data"]["has_truth"] and report["parameters"] == {}
+    # the CLI's summary carries the bias section's scale (the report's number, formatted)
+    line = next(s for s in capsys.readouterr().out.splitlines() if "bias against the truth" in s)
+    k_map = report["bias"]["r_k"]["fields"]["map"]["k_max_contiguous"]
+    assert f"map {'-' if k_map is None else format(k_map, '.3f')}" in line, line
     # 2LPT data, ZA model, 31 Mpc/h cells: the largest scales are recovered
     assert report["r_k"]["map"][0] > 0.8, report["r_k"]

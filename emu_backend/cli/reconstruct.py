@@ -20,6 +20,7 @@ import logging
 
 from ..differentiable.forward import DYNAMICS
 from ..fieldlevel import COSMOLOGY_PARAMETERS, SamplerConfig
+from ..fieldlevel.bias import bias_line
 from ..pipelines.reconstruct import ReconstructConfig, reconstruct
 from ._common import EXIT_OK, on_terminal
 
@@ -84,5 +85,6 @@ def handle(args: argparse.Namespace) -> int:
     result = reconstruct(config_from_args(args), progress=on_terminal())
     params = ", ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in result.report["parameters"].items())
     print(f"emu-backend reconstruct: MAP converged {result.report['map']['converged']}; "
-          f"{params or 'cosmology fixed'}\n  {result.report_md}\n  {result.report_png}\n  {result.report_json}")
+          f"{params or 'cosmology fixed'}\n  {bias_line(result.report['bias'])}\n  {result.report_md}\n"
+          f"  {result.report_png}\n  {result.report_json}")
     return EXIT_OK

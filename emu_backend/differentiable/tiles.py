@@ -92,6 +92,14 @@ def _tile_forward(net, velocity: bool, method: str):
     return run
 
 
+def _activation_layout(net) -> torch.memory_format:
+    """The layout the network's activations run in: channels-last where its convolution weights are (the
+    :class:`~emu_backend.inference.Emulator` stores them so on a CPU), as its inference path runs them."""
+    weight = next(p for p in net.parameters() if p.dim() == 5)
+    cl = torch.channels_last_3d
+    return cl if weight.is_contiguous(memory_format=cl) and not weight.is_contiguous() else torch.contiguous_format
+
+
 def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, dz: torch.Tensor, *,
                 tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool | str = True):
     """map2map_zdep network output (and its D-derivative) on a whole periodic box, differentiably.
@@ -135,8 +143,9 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
     n_out = 2 if velocity else 1
     outs = [x.new_zeros((3, *shape)) for _ in range(n_out)]
     last = len(plan.tiles) - 1
+    layout = _activation_layout(net)
     for i, tile in enumerate(plan.tiles):
-        xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0)
+        xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0).contiguous(memory_format=layout)
         if recompute == "checkpoint" and torch.is_grad_enabled():
             res = checkpoint(run, xt, omega_m, dz, use_reentrant=False)
         elif recompute and torch.is_grad_enabled() and (recompute == "all" or i != last):

@@ -25,7 +25,8 @@ from ..errors import InputError
 from ..io.density_mesh import DensityMesh
 from ..validation.power import cross_correlation
 
-__all__ = ["R_THRESHOLD", "bias_section", "data_backend", "parameter_bias", "r_summary", "table_cell"]
+__all__ = ["R_THRESHOLD", "bias_line", "bias_section", "data_backend", "parameter_bias", "r_summary",
+           "table_cell"]
 
 #: r(k) above which a scale counts as reconstructed.
 R_THRESHOLD = 0.9
@@ -164,6 +165,27 @@ def bias_section(mesh: DensityMesh, fields: dict, estimates: dict, k_edges, *,
         r_k["fields"][name] = r_summary(cc.k, cc.r, threshold)
     section.update(available=True, truth_cosmology=mesh.cosmology.to_dict(), parameters=parameters, r_k=r_k)
     return section
+
+
+def bias_line(section: dict) -> str:
+    """One line summarising a :func:`bias_section` (the CLI's): data backend, the scale up to which r > 0.9
+    per field, each parameter's bias and its size in posterior stds.
+
+    Examples
+    --------
+    >>> bias_line({"available": False, "data_backend": None, "reason": "no truth"})
+    'bias against the truth: not known (no truth)'
+    """
+    if not section["available"]:
+        return f"bias against the truth: not known ({section['reason']})"
+    r_k = section["r_k"]
+    scales = ", ".join(f"{name.replace('_', ' ')} {table_cell(f['k_max_contiguous'], '.3f')}"
+                       for name, f in r_k["fields"].items())
+    params = "; ".join(f"{name} {table_cell(b['bias'], '+.4f')}"
+                       + ("" if b["bias_over_std"] is None else f" ({b['bias_over_std']:+.2f} std)")
+                       for name, b in section["parameters"].items())
+    return (f"bias against the truth (data: {section['data_backend'] or 'backend not recorded'}): "
+            f"r > {r_k['threshold']:g} up to k [h/Mpc] {scales}" + (f"; {params}" if params else ""))
 
 
 def table_cell(value, spec: str = ".4f") -> str:

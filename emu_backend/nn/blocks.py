@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .styled_conv import Dual, StyledConv3d
+from .fused_block import BlockLayer, fused_block, fused_dual_block
+from .styled_conv import MIN_MODULATION, Dual, StyledConv3d, constant_weight_reverse
 
 __all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "activate", "add", "cat_channels", "narrow_by"]
 
@@ -20,12 +21,34 @@ LEAKY_SLOPE = 0.01
 _LETTER_KIND = {"C": "conv", "D": "down", "U": "up"}
 
 
+class _Crop(torch.autograd.Function):
+    """The centre crop with a backward that pads the cotangent with zeros in the input's memory layout
+    (autograd's slice backward pads into a contiguous tensor: a channels-last activation's gradient would
+    then be summed and convolved across layouts, each a slow transposing copy)."""
+
+    @staticmethod
+    def forward(ctx, x, n: int):
+        ctx.n, ctx.shape = n, x.shape
+        cl = torch.channels_last_3d
+        ctx.layout = cl if x.is_contiguous(memory_format=cl) and not x.is_contiguous() else torch.contiguous_format
+        return x[:, :, n:-n, n:-n, n:-n]
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.n
+        out = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.layout).zero_()
+        out[:, :, n:-n, n:-n, n:-n] = g
+        return out, None
+
+
 def narrow_by(x, n: int):
     """Crop ``n`` cells from both ends of each of the three spatial axes of (N, C, D, H, W)."""
     if n == 0:
         return x
     if isinstance(x, Dual):
         return Dual(narrow_by(x.primal, n), narrow_by(x.tangent, n))
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Crop.apply(x, n)
     return x[:, :, n:-n, n:-n, n:-n]
 
 
@@ -112,6 +135,44 @@ def _build(seq: str, style_size: int, in_chan: int, out_chan: int, mid_chan: int
     return nn.ModuleList(layers)
 
 
+def _fused(layers: nn.ModuleList, x, style, last_act: bool, skip: StyledConv3d | None = None, crop: int = 0):
+    """The block through :func:`~.fused_block.fused_block` (or :func:`~.fused_block.fused_dual_block` for
+    dual pairs): the same output with a written-out backward; None where the block does not qualify.
+
+    It qualifies when autograd records with constant weights (:func:`~.styled_conv.constant_weight_reverse`),
+    one style for the batch, the layers alternate convolution, LeakyReLU (the published sequences) and, for
+    dual pairs, every layer takes the folded tangent (``|m| > 1e-3``). ``last_act``: a LeakyReLU after the
+    (residual) sum.
+    """
+    dual = isinstance(x, Dual)
+    if not torch.is_grad_enabled() or dual != isinstance(style, Dual):
+        return None
+    xp = x.primal if dual else x
+    if not dual and style.dim() == 2 and style.shape[0] == 1:
+        style = style[0]
+    convs = list(layers[0::2]) + ([] if skip is None else [skip])
+    kinds = [isinstance(layer, StyledConv3d) for layer in layers]
+    alternating = all(kinds[0::2]) and not any(kinds[1::2])
+    if (style.primal if dual else style).dim() != 1 or not alternating or not all(
+            constant_weight_reverse(c, xp) for c in convs):
+        return None
+    specs = [BlockLayer(c.weight.detach(), c.bias.detach(), c.stride, c.transposed) for c in convs]
+    main, skip_spec = (specs[:-1], specs[-1]) if skip is not None else (specs, None)
+    if not dual:
+        mr = [c.modulation(style) for c in convs]
+        return fused_block(main, mr[:len(main)], x, skip=skip_spec, skip_mr=mr[-1] if skip is not None else None,
+                           crop=crop, last_act=last_act)
+    params = []
+    for c in convs:
+        m, dm, r, dn = c.dual_modulation(style)
+        if not bool(m.abs().min() > MIN_MODULATION):
+            return None  # the general two-convolution tangent: layer by layer
+        params.append((m, dm / m, r, dn))
+    out = fused_dual_block(main, params[:len(main)], x.primal, x.tangent, skip=skip_spec,
+                           skip_params=params[-1] if skip is not None else None, crop=crop, last_act=last_act)
+    return Dual(*out)
+
+
 def _run(layers: nn.ModuleList, x, style):
     fresh = False  # whether x is a temporary made here (never the block's input)
     for layer in layers:
@@ -131,7 +192,8 @@ class ConvStyledBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, Cin, n, n, n) -> (N, Cout, n', n', n')."""
-        return _run(self.convs, x, style)
+        out = _fused(self.convs, x, style, last_act=len(self.convs) % 2 == 0)
+        return _run(self.convs, x, style) if out is None else out
 
 
 class ResStyledBlock(nn.Module):
@@ -157,6 +219,9 @@ class ResStyledBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """(N, Cin, n, n, n) -> (N, Cout, n - 2 * (number of 3^3 convs), ...)."""
+        out = _fused(self.convs, x, style, self.last_act, skip=self.skip, crop=self.crop)
+        if out is not None:
+            return out
         y = narrow_by(self.skip(x, style), self.crop)
         x = add(_run(self.convs, x, style), y, inplace=True)  # the main path's output is a temporary
         return activate(x, inplace=True) if self.last_act else x

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modulated_conv import demodulation, modulated_conv, modulated_dual_conv
+from .modulated_conv import channel_shapes, demodulation, modulated_conv, modulated_dual_conv
 
-__all__ = ["KINDS", "Dual", "StyledConv3d", "foldable_tangent", "modulated_weight"]
+__all__ = ["KINDS", "MIN_MODULATION", "Dual", "StyledConv3d", "constant_weight_reverse", "foldable_tangent", "modulated_weight"]
 
 #: kind -> (kernel size, stride, transposed)
 KINDS = {
@@ -39,7 +39,7 @@ KINDS = {
 DEMOD_EPS = 1e-8
 
 #: Below this |modulation| an input channel takes the general (two-convolution) tangent path.
-_MIN_MODULATION = 1e-3
+MIN_MODULATION = 1e-3
 
 
 def _float32_weights(device_type: str) -> contextlib.AbstractContextManager:
@@ -106,7 +106,7 @@ def modulated_weight(
     return w * torch.rsqrt(w.pow(2).sum(dim=sum_dims, keepdim=True) + eps)
 
 
-def _constant_weight_reverse(module: "StyledConv3d", x: torch.Tensor) -> bool:
+def constant_weight_reverse(module: "StyledConv3d", x: torch.Tensor) -> bool:
     """Whether the styled convolution takes :func:`~.modulated_conv.modulated_conv` (no weight-gradient
     convolutions in the backward): autograd records, the weights are constant (``requires_grad`` off, as
     in :class:`~emu_backend.differentiable.ForwardModel`), no functorch transform (``torch.func.jvp``) and
@@ -124,7 +124,7 @@ def foldable_tangent(net: nn.Module, style: torch.Tensor) -> bool:
     it is run only when this holds (:meth:`~emu_backend.inference.ModelConvention.compile`).
     """
     with torch.no_grad():
-        return all(bool((style @ mod.style_weight.T + mod.style_bias).abs().min() > _MIN_MODULATION)
+        return all(bool((style @ mod.style_weight.T + mod.style_bias).abs().min() > MIN_MODULATION)
                    for mod in net.modules() if isinstance(mod, StyledConv3d))
 
 
@@ -171,6 +171,12 @@ class StyledConv3d(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.kind}, style_size={self.style_size}, {self.in_chan} -> {self.out_chan}"
 
+    def modulation(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The modulation ``m`` (Cin,) and demodulation ``r`` (Cout,) for one style (S,), differentiable in it:
+        the folded weight is ``weight * m * r`` (input and output channel axes)."""
+        m = style @ self.style_weight.T + self.style_bias
+        return m, demodulation(self.weight, m, self.transposed, DEMOD_EPS)
+
     def folded_weight(self, style: torch.Tensor) -> torch.Tensor:
         """The plain convolution weight for style ``style`` (S,) or (N, S)."""
         return modulated_weight(self.weight, self.style_weight, self.style_bias, style, self.transposed)
@@ -194,9 +200,8 @@ class StyledConv3d(nn.Module):
             return self._forward_dual(x, style)
         if style.dim() == 2 and style.shape[0] == 1:
             style = style[0]
-        if style.dim() == 1 and _constant_weight_reverse(self, x):
-            m = style @ self.style_weight.T + self.style_bias
-            r = demodulation(self.weight, m, self.transposed, DEMOD_EPS)
+        if style.dim() == 1 and constant_weight_reverse(self, x):
+            m, r = self.modulation(style)
             return modulated_conv(x, m, r, self.bias, self.weight, self.stride, self.transposed)
         with _float32_weights(x.device.type):
             w = self.folded_weight(style)
@@ -216,6 +221,19 @@ class StyledConv3d(nn.Module):
         )
         return y.reshape(n, self.out_chan, *y.shape[2:])
 
+    def dual_modulation(self, style: Dual) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The modulation ``m`` and its tangent ``dm`` (Cin,), the demodulation ``r = 1 / n`` and the
+        tangent's relative demodulation ``c = dn / n`` (Cout,), for one style and its tangent (S,) each."""
+        s, ds = style
+        with _float32_weights(s.device.type):
+            m = s @ self.style_weight.T + self.style_bias
+            dm = ds @ self.style_weight.T
+            ishape, oshape = channel_shapes(self.weight.dim(), self.transposed)
+            sum_dims = [d for d in range(self.weight.dim()) if oshape[d] == 1]
+            n2 = (self.weight * m.view(ishape)).pow(2).sum(dim=sum_dims) + DEMOD_EPS
+            c = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims) / n2
+        return m, dm, torch.rsqrt(n2), c
+
     def _forward_dual(self, x: Dual, style: Dual) -> Dual:
         """Output and tangent of the styled convolution for a style shared by the batch.
 
@@ -224,29 +242,18 @@ class StyledConv3d(nn.Module):
         ``dy = conv(dx + x dm / m, W'') - (dn / n) (y - bias)``: one convolution with the same
         folded weight. Where some ``|m|`` is tiny the general form ``conv(x, dW'')`` is used instead.
         """
-        s, ds = style
-        if s.dim() != 1:
+        if style.primal.dim() != 1:
             raise ValueError("the forward-mode path needs one style (S,) shared by the batch")
+        m, dm, r, c = self.dual_modulation(style)
+        ishape, oshape = channel_shapes(self.weight.dim(), self.transposed)
         with _float32_weights(x.primal.device.type):
-            m = s @ self.style_weight.T + self.style_bias
-            dm = ds @ self.style_weight.T
-            in_dim = 0 if self.transposed else 1
-            out_dim = 1 - in_dim
-            ishape = [1] * self.weight.dim()
-            ishape[in_dim] = -1
-            oshape = [1] * self.weight.dim()
-            oshape[out_dim] = -1
-            sum_dims = [d for d in range(self.weight.dim()) if d != out_dim]
             w = self.weight * m.view(ishape)
-            n2 = w.pow(2).sum(dim=sum_dims, keepdim=True) + DEMOD_EPS
-            dn_over_n = (self.weight.pow(2) * (m * dm).view(ishape)).sum(dim=sum_dims, keepdim=True) / n2
-            w = w * torch.rsqrt(n2)
+            w = w * r.view(oshape)
         op = F.conv_transpose3d if self.transposed else F.conv3d
-        c = dn_over_n.reshape(-1)
-        folds = torch.compiler.is_compiling() or bool(m.abs().min() > _MIN_MODULATION)
-        if folds and _constant_weight_reverse(self, x.primal):  # the same numbers, a cheaper backward
-            return Dual(*modulated_dual_conv(x.primal, x.tangent, m, dm / m, torch.rsqrt(n2).reshape(-1), c,
-                                             self.bias, self.weight, self.stride, self.transposed))
+        folds = torch.compiler.is_compiling() or bool(m.abs().min() > MIN_MODULATION)
+        if folds and constant_weight_reverse(self, x.primal):  # the same numbers, a cheaper backward
+            return Dual(*modulated_dual_conv(x.primal, x.tangent, m, dm / m, r, c, self.bias, self.weight,
+                                             self.stride, self.transposed))
         y = op(x.primal, w, self.bias, stride=self.stride)
 
         def folded(xp, xt, y, w, m, dm, c):
@@ -257,7 +264,7 @@ class StyledConv3d(nn.Module):
             return dy.addcmul_(y, c.view(1, -1, 1, 1, 1), value=-1.0)  # autograd-safe: a conv does not save its output
 
         def general(xp, xt, y, w, m, dm, c):
-            dw = self.weight * dm.view(ishape) * torch.rsqrt(n2) - w * c.view(oshape)
+            dw = self.weight * dm.view(ishape) * r.view(oshape) - w * c.view(oshape)
             return op(xt, w, stride=self.stride) + op(xp, dw, stride=self.stride)
 
         operands = (x.primal, x.tangent, y, w, m, dm, c)
@@ -265,5 +272,5 @@ class StyledConv3d(nn.Module):
             # no data-dependent branch in a compiled graph: the caller checked foldable_tangent()
             dy = folded(*operands)
         else:
-            dy = (folded if m.abs().min() > _MIN_MODULATION else general)(*operands)
+            dy = (folded if m.abs().min() > MIN_MODULATION else general)(*operands)
         return Dual(y, dy)
