@@ -164,3 +164,17 @@ def test_network_displacement_gradient_with_constant_weights_equals_autograd():
         grads.append(torch.autograd.grad((w * net(xs, ss)).sum(), (xs, ss)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12 * float(b.abs().max()))
+
+
+def test_crop_gradient_keeps_the_activation_layout():
+    """The V-net's crops pad their cotangent in the input's layout (autograd's slice would make it
+    contiguous): a channels-last activation gets a channels-last gradient, with the cotangent in the centre."""
+    from emu_backend.nn.blocks import narrow_by
+
+    x = torch.randn(1, 4, 9, 9, 9, dtype=F64).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    g = torch.randn(1, 4, 5, 5, 5, dtype=F64)
+    (grad,) = torch.autograd.grad((narrow_by(x, 2) * g).sum(), x)
+    assert grad.is_contiguous(memory_format=torch.channels_last_3d)
+    ref = torch.zeros(1, 4, 9, 9, 9, dtype=F64)
+    ref[:, :, 2:-2, 2:-2, 2:-2] = g
+    assert torch.equal(grad, ref)

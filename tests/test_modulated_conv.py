@@ -155,3 +155,19 @@ def test_network_gradient_with_constant_weights_equals_autograd():
         grads.append(torch.autograd.grad((w[0] * out.primal).sum() + (w[1] * out.tangent).sum(), (xs, ss)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6, 9), (1, 64, 40, 33, 31)])
+def test_channel_dot_equals_the_plain_product_sum(layout, shape, monkeypatch):
+    """The slab-wise channel sum against ``(a * b).sum`` (float64, 1e-12: the same products summed in
+    another order), with slabs of one plane and of several, in both memory layouts."""
+    from emu_backend.nn import modulated_conv
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(shape, dtype=F64, generator=g).contiguous(memory_format=layout)
+    b = torch.randn(shape, dtype=F64, generator=g).contiguous(memory_format=layout)
+    ref = (a * b).sum(dim=(0, 2, 3, 4))
+    for chunk in (1, 3 * a[:, :, :1].numel() + 1, 1 << 20):
+        monkeypatch.setattr(modulated_conv, "_DOT_CHUNK", chunk)
+        torch.testing.assert_close(modulated_conv.channel_dot(a, b), ref, rtol=1e-12, atol=1e-12)
