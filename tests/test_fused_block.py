@@ -178,3 +178,13 @@ def test_crop_gradient_keeps_the_activation_layout():
     ref = torch.zeros(1, 4, 9, 9, 9, dtype=F64)
     ref[:, :, 2:-2, 2:-2, 2:-2] = g
     assert torch.equal(grad, ref)
+
+
+def test_second_derivatives_are_refused_not_wrong():
+    """The written-out backward is first order: differentiating it again raises."""
+    block, x, style = _block("CACA")
+    block.requires_grad_(False)
+    xs = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(block(xs, style).square().sum(), xs, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .modulated_conv import channel_dot, channel_shapes, input_gradient, like_layout
 
@@ -108,6 +109,7 @@ class _FusedBlock(torch.autograd.Function):
         return z
 
     @staticmethod
+    @once_differentiable  # first order only: a second derivative raises instead of going wrong
     def backward(ctx, g_out):
         main, skip, crop, last_act = ctx.spec
         n_main = len(main)
@@ -206,6 +208,7 @@ class _FusedDualBlock(torch.autograd.Function):
         return z, dz
 
     @staticmethod
+    @once_differentiable  # first order only: a second derivative raises instead of going wrong
     def backward(ctx, g_out, g_dout):
         main, skip, crop, last_act = ctx.spec
         n_main = len(main)

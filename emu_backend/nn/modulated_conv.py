@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = ["channel_dot", "channel_shapes", "demodulation", "input_gradient", "like_layout", "modulated_conv",
            "modulated_dual_conv"]
@@ -77,6 +78,7 @@ class _ModulatedConv(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # first order only: a second derivative raises instead of going wrong
     def backward(ctx, g):
         x, m, r, bias, weight, y = ctx.saved_tensors
         g = like_layout(g, y)
@@ -167,6 +169,7 @@ class _ModulatedDualConv(torch.autograd.Function):
         return y, dy
 
     @staticmethod
+    @once_differentiable  # first order only: a second derivative raises instead of going wrong
     def backward(ctx, gy, gdy):
         xp, xt, m, a, r, c, bias, weight, y, dy = ctx.saved_tensors
         gy, gdy = like_layout(gy, y), like_layout(gdy, dy)
