@@ -6,8 +6,14 @@ then runs once per batch element, one after the other). Forward mode (``jax.jvp`
 by JAX for ``custom_vjp`` functions, and so are second derivatives (the backward pass is itself a callback).
 
 * Forward: a host callback runs the torch function under ``torch.no_grad()``; no torch graph is kept.
-* Backward: the residuals are the inputs. A second callback recomputes the torch forward with grad enabled
-  and returns ``torch.autograd.grad(outputs, inputs, cotangents)``; the graph lives only inside that call.
+* Forward under differentiation (``jax.grad``, ``jax.vjp``, ``jax.value_and_grad``: JAX's ``custom_vjp``
+  forward rule): the callback runs the torch function with grad enabled on copies of the inputs and keeps
+  that one graph for the backward (one per :func:`torch_callable`, replaced by the next).
+* Backward: the residuals are the inputs. A second callback takes the kept graph when its inputs equal the
+  residuals exactly and returns ``torch.autograd.grad(outputs, inputs, cotangents)``; otherwise (a
+  ``vmap``, whose forwards all run before the backwards) it recomputes the torch forward with grad enabled.
+  So a gradient costs one torch forward and one backward, not two forwards (a sampler's every step); the
+  same numbers either way (the same operations on the same inputs).
 
 dtypes: the outputs have JAX's default float dtype at trace time (float32, or float64 under
 ``jax_enable_x64`` / ``jax.enable_x64(True)``, see :func:`jax_float_dtype`); the gradient of each input
@@ -142,13 +148,48 @@ def _host_forward(torch_fn, device, *inputs):
         return torch_fn(*(t.to(device) for t in inputs))
 
 
-def _host_backward(torch_fn, device, n_inputs, *tensors):
+class _KeptGraph:
+    """The torch graph of a :func:`torch_callable`'s last forward under differentiation: its input copies
+    (the leaves) and outputs, until its backward takes it."""
+
+    def __init__(self):
+        self.inputs, self.outs = None, None
+
+    def take(self, tensors) -> tuple | None:
+        """The kept (leaves, outputs), handed over once, if the leaves equal ``tensors`` exactly; else None."""
+        inputs = self.inputs
+        if inputs is None or len(inputs) != len(tensors) or not all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.detach(), b.to(a.device))
+                for a, b in zip(inputs, tensors)):
+            return None
+        found, self.inputs, self.outs = (inputs, self.outs), None, None
+        return found
+
+
+def _host_forward_kept(torch_fn, device, kept: _KeptGraph, *inputs):
+    # copies: the callback's operands are JAX's buffers, which XLA may reuse once the callback returns
+    leaves = [t.to(device).clone().requires_grad_(True) for t in inputs]
+    with torch.enable_grad():
+        outs = tuple(torch_fn(*leaves))
+    kept.inputs, kept.outs = leaves, outs
+    return tuple(o.detach() for o in outs)
+
+
+def _grads(outs, inputs, cotangents, n_inputs):
+    pairs = [(o, c.to(o.device, o.dtype)) for o, c in zip(outs, cotangents) if o.requires_grad]
+    return (torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs], allow_unused=True)
+            if pairs else [None] * n_inputs)
+
+
+def _host_backward(torch_fn, device, n_inputs, kept: _KeptGraph, *tensors):
+    found = kept.take(tensors[:n_inputs])
+    if found is not None:
+        inputs, outs = found
+        grads = _grads(outs, inputs, tensors[n_inputs:], n_inputs)
+        return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors[:n_inputs]))
     inputs = [t.to(device).requires_grad_(True) for t in tensors[:n_inputs]]
     with torch.enable_grad():
-        outs = torch_fn(*inputs)
-        pairs = [(o, c.to(o.device, o.dtype)) for o, c in zip(outs, tensors[n_inputs:]) if o.requires_grad]
-        grads = (torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs], allow_unused=True)
-                 if pairs else [None] * n_inputs)
+        grads = _grads(torch_fn(*inputs), inputs, tensors[n_inputs:], n_inputs)
     return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors[:n_inputs]))
 
 
@@ -162,7 +203,9 @@ def torch_callable(torch_fn: Callable[..., Sequence[torch.Tensor]], out_shapes: 
         ``torch_fn(*tensors) -> sequence of tensors``, differentiable in torch. It receives one tensor per
         JAX argument (on ``device``, in the argument's dtype, sharing the argument's buffer on the CPU:
         never write to it) and must return tensors of the shapes ``out_shapes``, in that order. It is
-        called once per forward evaluation and once more (with grad enabled) per backward pass.
+        called once per forward evaluation (with grad enabled when JAX differentiates it, its graph kept
+        for the backward) and once more per backward pass whose forward's graph was not kept (module
+        docstring).
     out_shapes : sequence of tuple of int
         Shapes of the outputs.
     device : torch.device or str, optional
@@ -185,21 +228,22 @@ def torch_callable(torch_fn: Callable[..., Sequence[torch.Tensor]], out_shapes: 
     shapes = tuple(tuple(int(d) for d in s) for s in out_shapes)
     where = torch.device("cpu") if device is None else torch.device(device)
 
-    def forward(*args):
+    kept = _KeptGraph()
+
+    def forward(host, *args):
         dtype = jax_float_dtype()
-        return _call_host(jax, functools.partial(_host_forward, torch_fn, where), [a.dtype for a in args],
-                          [(s, dtype) for s in shapes], *args)
+        return _call_host(jax, host, [a.dtype for a in args], [(s, dtype) for s in shapes], *args)
 
     @jax.custom_vjp
     def call(*args):
-        return forward(*args)
+        return forward(functools.partial(_host_forward, torch_fn, where), *args)
 
     def call_fwd(*args):
-        return forward(*args), args
+        return forward(functools.partial(_host_forward_kept, torch_fn, where, kept), *args), args
 
     def call_bwd(args, cotangents):
         dtypes = [a.dtype for a in args] + [c.dtype for c in cotangents]
-        return _call_host(jax, functools.partial(_host_backward, torch_fn, where, len(args)), dtypes,
+        return _call_host(jax, functools.partial(_host_backward, torch_fn, where, len(args), kept), dtypes,
                           [(a.shape, a.dtype) for a in args], *args, *cotangents)
 
     call.defvjp(call_fwd, call_bwd)

@@ -36,6 +36,7 @@ from emu_backend.fieldlevel import (  # noqa: E402
     sample_posterior,
 )
 from emu_backend.fieldlevel import sampling as sampling_module  # noqa: E402
+from emu_backend.fieldlevel.precondition import fourier_scale, from_noise, to_noise  # noqa: E402
 
 N = 8
 BOX = 250.0  # Mpc/h: large cells keep the linear model linear-ish; the emulator is not used here
@@ -127,6 +128,45 @@ def test_numpyro_potential_equals_the_torch_posterior_plus_the_interval_jacobian
     assert pe == pytest.approx(ref, rel=1e-10)
 
 
+def test_fourier_scale_is_the_wiener_posterior_std_per_mode():
+    """The preconditioner's s_k^2 against the linear posterior's per-mode variance sigma^2 / (a_k^2 + sigma^2),
+    a_k from the numpy ICs code (float64 round-off: 1e-10); A and A^-1 invert each other (1e-12)."""
+    sigma = 0.3
+    lik, _ = _linear_problem(sigma=sigma)
+    _, var = _wiener(lik.data, sigma)
+    scale = fourier_scale(lik)
+    np.testing.assert_allclose(scale**2, var, rtol=1e-10)
+    u = np.random.default_rng(3).normal(size=(2, N, N, N))
+    np.testing.assert_allclose(from_noise(to_noise(u, scale), scale), u, rtol=0, atol=1e-12)
+    # a mask and a noise map enter as the observed fraction times the mean inverse variance
+    mask = np.random.default_rng(4).uniform(size=(N,) * 3) < 0.5
+    masked = FieldLikelihood(lik.model, lik.data, noise_sigma=np.full((N,) * 3, 2 * sigma), mask=mask)
+    a2 = sigma**2 * (1.0 / var - 1.0)
+    np.testing.assert_allclose(fourier_scale(masked) ** 2, 1.0 / (1.0 + mask.mean() * a2 / (2 * sigma) ** 2),
+                               rtol=1e-10)
+
+
+def test_preconditioned_potential_is_the_posterior_of_w_equal_a_u():
+    """numpyro's potential in the preconditioned coordinates u, at two points, against the torch log
+    posterior at w = A u: the same differences (the Jacobian log|det A| is a constant), 1e-10 relative."""
+    jax = pytest.importorskip("jax")
+    from numpyro.infer.util import potential_energy
+
+    lik, _ = _linear_problem(infer=("sigma8",))
+    scale = fourier_scale(lik)
+    rng = np.random.default_rng(8)
+    us = [rng.normal(size=(N,) * 3) for _ in range(2)]
+    s8 = {"sigma8": 0.3}  # unconstrained coordinate: the same Jacobian at both points
+    lo, hi = lik.priors.bounds("sigma8")
+    theta = lo + (hi - lo) / (1.0 + np.exp(-0.3))
+    with jax.enable_x64(True):
+        model = numpyro_model(lik, scale)
+        pe = [float(potential_energy(model, (), {}, {"u": jax.numpy.asarray(u), "sigma8": jax.numpy.asarray(0.3)}))
+              for u in us]
+    ref = [-float(lik.log_prob(torch.from_numpy(to_noise(u, scale)), sigma8=theta)) for u in us]
+    assert pe[0] - pe[1] == pytest.approx(ref[0] - ref[1], rel=1e-10)
+
+
 def test_bad_inputs_are_refused_with_the_value_named():
     fm = ForwardModel(N, BOX, Z, dynamics="linear")
     data = np.zeros((N,) * 3)
@@ -152,6 +192,8 @@ def test_bad_inputs_are_refused_with_the_value_named():
         find_map(FieldLikelihood(fm, data, noise_sigma=1.0, infer=("sigma8",)), init_theta={"sigma8": 2.0})
     with pytest.raises(InputError, match="num_samples"):
         SamplerConfig(num_samples=0)
+    with pytest.raises(InputError, match="precondition.*'mass'"):
+        SamplerConfig(precondition="mass")
 
 
 # -- MAP and NUTS against the Wiener filter ----------------------------------------------------------------
@@ -174,12 +216,13 @@ def test_joint_map_runs_sigma8_to_the_prior_edge():
     assert result.theta["sigma8"] == pytest.approx(lik.priors.sigma8[1], abs=1e-3)
 
 
-def test_nuts_posterior_is_the_wiener_posterior():
+@pytest.mark.parametrize("precondition", ["fourier", "none"])
+def test_nuts_posterior_is_the_wiener_posterior(precondition):
     sigma = 0.3
     lik, _ = _linear_problem(sigma=sigma, seed=7)
     mean, var = _wiener(lik.data, sigma)
     post = sample_posterior(lik, SamplerConfig(num_warmup=80, num_samples=100, num_chains=1, max_tree_depth=5,
-                                               seed=3))
+                                               seed=3, precondition=precondition))
     draws = post.samples["noise"][0]
     # mean: correlation with the Wiener mean (its error is ~ sqrt(var / ESS) per mode)
     assert np.corrcoef(draws.mean(0).ravel(), mean.ravel())[0, 1] > 0.97

@@ -65,11 +65,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--target-accept", dest="target_accept_prob", type=float, default=0.8,
                    help="step-size adaptation target (0.8)")
     s.add_argument("--save-every", dest="save_every", type=int, default=10, help="steps between saves (10)")
+    s.add_argument("--precondition", choices=("fourier", "none"), default="fourier",
+                   help="NUTS coordinates: the linear model's posterior std per Fourier mode as a mass matrix "
+                        "(fourier, default) or the white noise itself (none)")
 
 
 _KEYS = ("data", "out", "noise_sigma", "n_mesh", "grid", "z", "dynamics", "weights", "window", "los",
          "allow_extrapolation", "map_iterations")
-_SAMPLER = ("num_warmup", "num_samples", "num_chains", "seed", "max_tree_depth", "target_accept_prob", "save_every")
+_SAMPLER = ("num_warmup", "num_samples", "num_chains", "seed", "max_tree_depth", "target_accept_prob", "save_every",
+            "precondition")
 
 
 def config_from_args(args: argparse.Namespace) -> ReconstructConfig:

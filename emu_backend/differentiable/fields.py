@@ -33,7 +33,8 @@ def default_tile_size(grid: int) -> int:
 
 
 def emulated_fields(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, zs, *, tile_size: int,
-                    velocity: bool, recompute: bool | str = True) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+                    velocity: bool, recompute: bool | str = True,
+                    periodic: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Emulated displacement [Mpc/h] and velocity [km/s] at each redshift, with gradients.
 
     Parameters
@@ -53,6 +54,9 @@ def emulated_fields(net, linear_displacement: torch.Tensor, omega_m: torch.Tenso
     recompute : bool, "all" or "checkpoint"
         As :func:`~emu_backend.differentiable.tiles.emulate_box` (True: only the last redshift's last tile
         keeps its activations).
+    periodic : bool
+        The whole box at once in the network's periodic mode (see
+        :func:`~emu_backend.differentiable.tiles.emulate_box`); ``N`` a multiple of 8.
 
     Returns
     -------
@@ -69,7 +73,7 @@ def emulated_fields(net, linear_displacement: torch.Tensor, omega_m: torch.Tenso
         # backward's peak anyway
         last = i == len(zs) - 1
         out, dout = emulate_box(net, linear_displacement, om, dz, tile_size=tile_size, velocity=velocity,
-                                recompute="all" if recompute is True and not last else recompute)
+                                recompute="all" if recompute is True and not last else recompute, periodic=periodic)
         vel = None if dout is None else dout * velocity_norm(z, omega_m).to(dtype)
         fields.append((out * DIS_STD_MPC_H, vel))
     return fields

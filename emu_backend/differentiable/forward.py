@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..inference import Emulator, ZdepConvention, default_emulator
 from ..inference.tiling import check_tile_size
 from ..mesh.paint import check_window, paint
+from ..nn.vnet import CROP, PERIOD_MULTIPLE
 from .fields import default_tile_size, emulated_fields
 from .linear import linear_fields
 
@@ -93,6 +94,12 @@ class ForwardModel:
     dynamics : {"emulator", "za", "linear"}
         The nonlinear map: the emulator (default), the Zel'dovich approximation (no network; float64 on the
         CPU), or linear theory (output ``"density"`` only, on the particle grid: ``n_mesh`` = ``grid``).
+    periodic : bool, optional
+        Run the emulator on the whole box at once in the network's periodic mode (each activation once per
+        period, no halo: :func:`~emu_backend.differentiable.tiles.emulate_box`) instead of tile by tile; the
+        same numbers up to float round-off. Default (None): periodic when ``grid`` is a multiple of 8 and at
+        most ``tile_size + 96``, where the whole box's activations take no more memory than one tile's
+        (then ``recompute`` does not apply); tiles otherwise.
 
     Examples
     --------
@@ -111,7 +118,7 @@ class ForwardModel:
     def __init__(self, grid: int, box_size: float, z, *, emulator: Emulator | None = None, output: str = "density",
                  cosmology: Cosmology | None = None, tile_size: int | None = None, power: str = "eisenstein_hu",
                  n_mesh: int | None = None, window: str = "cic", los: int = 2, allow_extrapolation: bool = False,
-                 recompute: bool | str = True, dynamics: str = "emulator"):
+                 recompute: bool | str = True, dynamics: str = "emulator", periodic: bool | None = None):
         self.grid = check_int(grid, "grid", 8)
         self.box_size = check_positive(box_size, "box_size", unit="Mpc/h")
         self.single = not isinstance(z, Sequence) and getattr(z, "ndim", 0) == 0
@@ -130,6 +137,11 @@ class ForwardModel:
         if isinstance(recompute, str):
             check_choice(recompute, "recompute", ("all", "checkpoint"))
         self.dynamics = check_choice(dynamics, "dynamics", DYNAMICS)
+        if periodic is None:
+            periodic = self.grid % PERIOD_MULTIPLE == 0 and self.grid <= self.tile_size + 2 * CROP
+        elif check_bool(periodic, "periodic") and self.grid % PERIOD_MULTIPLE:
+            raise InputError(f"periodic=True needs a grid that is a multiple of {PERIOD_MULTIPLE}, got grid {self.grid}")
+        self.periodic = bool(periodic)
         if self.dynamics == "linear" and (self.output != "density" or self.n_mesh != self.grid):
             raise InputError(f"dynamics='linear' gives the density on the particle grid only: output must be "
                              f"'density' (got {self.output!r}) and n_mesh {self.grid} (got {self.n_mesh})")
@@ -193,7 +205,7 @@ class ForwardModel:
         psi = self.linear_displacement(noise, p)
         if self.dynamics == "emulator":
             return emulated_fields(self.net, psi, p["omega_m"], self.zs, tile_size=self.tile_size,
-                                   velocity=velocity, recompute=self.recompute)
+                                   velocity=velocity, recompute=self.recompute, periodic=self.periodic)
         fields = []
         for z in self.zs:  # Zel'dovich: x = q + D psi, v = a dx/dt = a H f D psi
             d = growth_factor(z, p["omega_m"])

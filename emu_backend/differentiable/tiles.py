@@ -8,6 +8,12 @@ activations at a time and the peak memory is set by the tile, not the box; its f
 autograd off (:class:`_RecomputedTile`), at the cost of inference. Tiles are anchored on multiples
 of 8 as in :class:`~emu_backend.inference.tiling.TilePlan`, so the result does not depend on the tile
 size beyond float round-off.
+
+With ``periodic=True`` the network runs once on the whole box in its periodic mode
+(:class:`~emu_backend.nn.StyledVNet`: each activation computed once per period, no halo): the same
+numbers as the tiles up to float round-off, far cheaper for a box that is not much larger than a tile
+(``(N + 4)^3`` level-0 cells instead of ``(N / tile)^3 (tile + 96)^3``), with autograd keeping the whole
+box's activations (no recomputation).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import InputError
 from ..inference.models import zdep_forward
 from ..inference.tiling import TilePlan
 from ..nn.normalisation import DIS_STD_MPC_H
+from ..nn.vnet import PERIOD_MULTIPLE
 
 __all__ = ["periodic_gather", "emulate_box"]
 
@@ -76,14 +84,17 @@ class _RecomputedTile(torch.autograd.Function):
         return (None, *[next(grads) if t.requires_grad else None for t in inputs])
 
 
-def _tile_forward(net, velocity: bool, method: str):
+def _tile_forward(net, velocity: bool, method: str, periodic: bool = False):
     # the network with its weights as constants (detached, the module untouched): gradients go to the
     # inputs and the style only, and each styled convolution's backward skips the weight-gradient
     # convolution (emu_backend.nn.modulated_conv)
     constants = {name: p.detach() for name, p in net.named_parameters()}
+    if periodic and method != "dual":
+        raise InputError(f"periodic mode runs the forward mode as method='dual', got method={method!r}")
+    kwargs = {"periodic": True} if periodic else {}
 
     def frozen(*args):
-        return torch.func.functional_call(net, constants, args)
+        return torch.func.functional_call(net, constants, args, kwargs)
 
     def run(x, omega_m, dz):
         out, dout = zdep_forward(net, x, omega_m, dz, velocity=velocity, method=method, runner=frozen)
@@ -101,7 +112,8 @@ def _activation_layout(net) -> torch.memory_format:
 
 
 def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, dz: torch.Tensor, *,
-                tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool | str = True):
+                tile_size: int, velocity: bool = False, method: str = "dual", recompute: bool | str = True,
+                periodic: bool = False):
     """map2map_zdep network output (and its D-derivative) on a whole periodic box, differentiably.
 
     Parameters
@@ -129,7 +141,10 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
         tile). False keeps every tile's activations (memory grows with the box). ``"checkpoint"``: the
         same recomputation by :func:`torch.utils.checkpoint.checkpoint`, whose first forward records
         autograd and so misses the inference path (kept for comparison,
-        ``benchmarks/bench_differentiable.py``).
+        ``benchmarks/bench_differentiable.py``). Ignored in periodic mode.
+    periodic : bool
+        Run the whole box at once in the network's periodic mode (module docstring) instead of tiles;
+        ``N`` must be a multiple of 8 on each axis. ``tile_size`` is then unused.
 
     Returns
     -------
@@ -137,13 +152,20 @@ def emulate_box(net, linear_displacement: torch.Tensor, omega_m: torch.Tensor, d
         The network output and its D-derivative, both in network units (displacement / 6 Mpc/h).
     """
     shape = tuple(linear_displacement.shape[1:])
+    x = linear_displacement / DIS_STD_MPC_H
+    layout = _activation_layout(net)
+    if periodic:
+        if any(n % PERIOD_MULTIPLE for n in shape):
+            raise InputError(f"periodic mode needs a box of a multiple of {PERIOD_MULTIPLE} cells per axis, "
+                             f"got {shape}")
+        res = _tile_forward(net, velocity, method, periodic=True)(x.unsqueeze(0).contiguous(memory_format=layout),
+                                                                   omega_m, dz)
+        return res[0][0], (res[1][0] if velocity else None)
     plan = TilePlan(shape, tile_size)
     run = _tile_forward(net, velocity, method)
-    x = linear_displacement / DIS_STD_MPC_H
     n_out = 2 if velocity else 1
     outs = [x.new_zeros((3, *shape)) for _ in range(n_out)]
     last = len(plan.tiles) - 1
-    layout = _activation_layout(net)
     for i, tile in enumerate(plan.tiles):
         xt = periodic_gather(x, tile.input_origin, tile.input_size).unsqueeze(0).contiguous(memory_format=layout)
         if recompute == "checkpoint" and torch.is_grad_enabled():

@@ -9,6 +9,11 @@ adaptation in Python objects). The forward model is the torch one, called throug
 torch's exact gradients. The chains run one after the other in float64 (``jax.enable_x64`` inside this
 module only: with ~N^3 parameters, float32 energies lose the accept/reject decision).
 
+By default NUTS moves in preconditioned coordinates ``u`` of the white noise, ``w = A u`` with ``A`` the
+linear model's posterior std per Fourier mode (:mod:`.precondition`): a mass matrix diagonal in Fourier
+space, which the library's own adaptation (diagonal in ``u``) then refines. The posterior of ``w`` is the
+same; the draws are saved and returned as ``w``.
+
 Layout of an output folder (all files written atomically; each part's SHA-256 recorded in the state that
 follows it, checked on resume)::
 
@@ -32,17 +37,20 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..adapters.jax import jax_forward_model
 from ..adapters.jax_bridge import jax_module
-from ..checks import check_bool, check_int, check_real
+from ..checks import check_bool, check_choice, check_int, check_real
 from ..errors import FileFormatError, InputError, MissingDependencyError
 from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
 from ..io.output_lock import output_lock
 from .likelihood import FieldLikelihood
+from .precondition import fourier_scale, from_noise, to_noise
 
 __all__ = ["Posterior", "SamplerConfig", "numpyro_model", "sample_posterior"]
 
 log = logging.getLogger(__name__)
 
+#: Coordinates NUTS may move in (SamplerConfig.precondition).
+PRECONDITIONERS = ("fourier", "none")
 #: Per-draw statistics of NUTS kept with the samples.
 STATS = ("potential_energy", "accept_prob", "num_steps", "diverging")
 
@@ -75,6 +83,9 @@ class SamplerConfig:
         Largest NUTS tree depth (at most ``2^depth`` gradient evaluations per draw).
     save_every : int
         Steps between saves of the chain state (and of the draws made since).
+    precondition : {"fourier", "none"}
+        ``"fourier"`` (default): NUTS moves in the coordinates ``u`` of :mod:`.precondition` (the linear
+        model's posterior std per Fourier mode as a mass matrix); ``"none"``: in the white noise itself.
     """
 
     num_warmup: int = 200
@@ -84,6 +95,7 @@ class SamplerConfig:
     target_accept_prob: float = 0.8
     max_tree_depth: int = 8
     save_every: int = 10
+    precondition: str = "fourier"
 
     def __post_init__(self):
         check_int(self.num_warmup, "num_warmup", 0)
@@ -93,6 +105,7 @@ class SamplerConfig:
         check_real(self.target_accept_prob, "target_accept_prob", 0.0, 1.0, lo_open=True, hi_open=True)
         check_int(self.max_tree_depth, "max_tree_depth", 1, 15)
         check_int(self.save_every, "save_every", 1)
+        check_choice(self.precondition, "precondition", PRECONDITIONERS)
 
 
 @dataclass(frozen=True)
@@ -122,11 +135,14 @@ class Posterior:
         return self.samples[name].mean(axis=(0, 1))
 
 
-def numpyro_model(lik: FieldLikelihood):
+def numpyro_model(lik: FieldLikelihood, scale: np.ndarray | None = None):
     """The posterior of ``lik`` as a numpyro model (no arguments; call it inside ``jax.enable_x64(True)``).
 
     Sites: each inferred parameter ``Uniform(low, high)``; ``"noise"`` ``Normal(0, 1)`` of shape (N, N, N);
-    the observed voxels ``"data"`` ``Normal(delta, sigma)``.
+    the observed voxels ``"data"`` ``Normal(delta, sigma)``. With ``scale`` (the Fourier multiplier of
+    :func:`~.precondition.fourier_scale`, shape (N, N, N // 2 + 1)) the latent site is ``"u"`` instead,
+    ``Normal(0, 1)`` plus the factor ``"noise_prior"`` ``(|u|^2 - |A u|^2) / 2``: the white noise
+    ``A u`` has its ``Normal(0, 1)`` prior (up to the constant ``log |det A|``).
     """
     _numpyro()
     import numpyro
@@ -137,9 +153,17 @@ def numpyro_model(lik: FieldLikelihood):
     index = np.flatnonzero(lik.mask.ravel())
     data, sigma = lik.data.ravel()[index], lik.noise_sigma.ravel()[index]
 
+    jnp = jax_module().numpy
+    mult = None if scale is None else jnp.asarray(scale, dtype=jnp.float64)
+
     def model():
         theta = {name: numpyro.sample(name, dist.Uniform(*lik.priors.bounds(name))) for name in lik.infer}
-        noise = numpyro.sample("noise", dist.Normal(0.0, 1.0).expand(grid).to_event(3))
+        if mult is None:
+            noise = numpyro.sample("noise", dist.Normal(0.0, 1.0).expand(grid).to_event(3))
+        else:
+            u = numpyro.sample("u", dist.Normal(0.0, 1.0).expand(grid).to_event(3))
+            noise = jnp.fft.irfftn(jnp.fft.rfftn(u) * mult, s=grid)
+            numpyro.factor("noise_prior", 0.5 * (jnp.sum(u * u) - jnp.sum(noise * noise)))
         delta = f(noise, **theta).reshape(-1)[index]
         numpyro.sample("data", dist.Normal(delta, sigma).to_event(1), obs=data)
 
@@ -223,7 +247,8 @@ def _open_folder(out_dir: Path, record: dict) -> None:
 
 
 # -- the chains ----------------------------------------------------------------------------------------------
-def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, progress) -> tuple[dict, dict]:
+def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, progress,
+               scale: np.ndarray | None = None) -> tuple[dict, dict]:
     total = config.num_warmup + config.num_samples
     state = kernel.init(key, config.num_warmup, None, model_args=(), model_kwargs={})
     step, parts = 0, []
@@ -240,7 +265,10 @@ def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, 
         state = sample(state)
         step += 1
         if step > config.num_warmup:
-            draws.append({k: np.asarray(v) for k, v in constrain(state.z).items()})
+            draw = {k: np.asarray(v) for k, v in constrain(state.z).items()}
+            if scale is not None:  # the white noise of the preconditioned coordinates
+                draw["noise"] = to_noise(draw.pop("u"), scale)
+            draws.append(draw)
             stats.append({k: np.asarray(getattr(state, k)) for k in STATS})
         if progress is not None:
             progress.update(1)
@@ -331,9 +359,13 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
     with lock, jax.enable_x64(True):
         if folder is not None:
             _open_folder(folder, _record(lik, config))
+        scale = fourier_scale(lik) if config.precondition == "fourier" else None
+        if init is not None and scale is not None:
+            init = {("u" if k == "noise" else k): (from_noise(np.asarray(v, np.float64), scale) if k == "noise" else v)
+                    for k, v in init.items()}
         strategy = (init_to_median(num_samples=15) if init is None else
                     init_to_value(values={k: jax.numpy.asarray(v, dtype=jax.numpy.float64) for k, v in init.items()}))
-        kernel = NUTS(numpyro_model(lik), target_accept_prob=config.target_accept_prob,
+        kernel = NUTS(numpyro_model(lik, scale), target_accept_prob=config.target_accept_prob,
                       max_tree_depth=config.max_tree_depth, init_strategy=strategy)
         keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_chains)
         total = config.num_chains * (config.num_warmup + config.num_samples)
@@ -345,7 +377,7 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
                 chain_folder = None if folder is None else folder / f"chain_{c}"
                 if chain_folder is not None:
                     chain_folder.mkdir(exist_ok=True)
-                per_chain.append(_run_chain(kernel, sample, keys[c], config, chain_folder, bar))
+                per_chain.append(_run_chain(kernel, sample, keys[c], config, chain_folder, bar, scale))
         finally:
             if bar is not None:
                 bar.close()

@@ -13,7 +13,8 @@ from torch import nn
 from .fused_block import BlockLayer, fused_block, fused_dual_block
 from .styled_conv import MIN_MODULATION, Dual, StyledConv3d, constant_weight_reverse
 
-__all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "activate", "add", "cat_channels", "narrow_by"]
+__all__ = ["LEAKY_SLOPE", "ResStyledBlock", "ConvStyledBlock", "activate", "add", "cat_channels", "narrow_by",
+           "periodic_pad"]
 
 #: PyTorch's default LeakyReLU slope, used by the published network.
 LEAKY_SLOPE = 0.01
@@ -50,6 +51,29 @@ def narrow_by(x, n: int):
     if torch.is_grad_enabled() and x.requires_grad:
         return _Crop.apply(x, n)
     return x[:, :, n:-n, n:-n, n:-n]
+
+
+def periodic_pad(x, n: int):
+    """Pad ``n`` cells periodically on both ends of each spatial axis of (N, C, D, H, W) (or a :class:`Dual`
+    pair), in the input's memory layout: ``narrow_by(periodic_pad(x, n), n)`` is ``x``.
+
+    Differentiable (the backward adds each halo cell's gradient onto the cell it copies). ``n`` may exceed a
+    spatial size (the halo then wraps around more than once).
+    """
+    if n == 0:
+        return x
+    if isinstance(x, Dual):
+        return Dual(periodic_pad(x.primal, n), periodic_pad(x.tangent, n))
+    cl = torch.channels_last_3d
+    layout = cl if x.is_contiguous(memory_format=cl) and not x.is_contiguous() else torch.contiguous_format
+    if n <= min(x.shape[2:]):
+        out = F.pad(x, (n,) * 6, mode="circular")
+    else:  # F.pad wraps at most once: read each axis modulo its size
+        out = x
+        for axis in (2, 3, 4):
+            size = x.shape[axis]
+            out = out.index_select(axis, torch.arange(-n, size + n, device=x.device) % size)
+    return out.contiguous(memory_format=layout)
 
 
 def cat_channels(a, b):

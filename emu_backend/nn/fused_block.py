@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .modulated_conv import channel_dot, channel_shapes, input_gradient, like_layout
+from .modulated_conv import channel_dot, channel_shapes, conv, input_gradient, like_layout
 
 __all__ = ["BlockLayer", "fused_block", "fused_dual_block"]
 
@@ -51,8 +51,7 @@ class BlockLayer:
         ishape, oshape = channel_shapes(self.weight.dim(), self.transposed)
         w = self.weight * m.view(ishape)
         w = w * r.view(oshape)
-        op = F.conv_transpose3d if self.transposed else F.conv3d
-        return op(x, w, self.bias, stride=self.stride)
+        return conv(x, w, self.bias, self.stride, self.transposed)
 
     def dual_conv(self, xp: torch.Tensor, xt: torch.Tensor, m: torch.Tensor, a: torch.Tensor, r: torch.Tensor,
                   c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,9 +60,8 @@ class BlockLayer:
         ishape, oshape = channel_shapes(self.weight.dim(), self.transposed)
         w = self.weight * m.view(ishape)
         w = w * r.view(oshape)
-        op = F.conv_transpose3d if self.transposed else F.conv3d
-        y = op(xp, w, self.bias, stride=self.stride)
-        dy = op(torch.addcmul(xt, xp, a.view(1, -1, 1, 1, 1)), w, c * self.bias, stride=self.stride)
+        y = conv(xp, w, self.bias, self.stride, self.transposed)
+        dy = conv(torch.addcmul(xt, xp, a.view(1, -1, 1, 1, 1)), w, c * self.bias, self.stride, self.transposed)
         return y, dy.addcmul_(y, c.view(1, -1, 1, 1, 1), value=-1.0)
 
     def backward(self, g: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

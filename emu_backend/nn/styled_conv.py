@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modulated_conv import channel_shapes, demodulation, modulated_conv, modulated_dual_conv
+from .modulated_conv import channel_shapes, conv, demodulation, modulated_conv, modulated_dual_conv
 
 __all__ = ["KINDS", "MIN_MODULATION", "Dual", "StyledConv3d", "constant_weight_reverse", "foldable_tangent", "modulated_weight"]
 
@@ -205,9 +205,9 @@ class StyledConv3d(nn.Module):
             return modulated_conv(x, m, r, self.bias, self.weight, self.stride, self.transposed)
         with _float32_weights(x.device.type):
             w = self.folded_weight(style)
-        op = F.conv_transpose3d if self.transposed else F.conv3d
         if style.dim() == 1:
-            return op(x, w, self.bias, stride=self.stride)
+            return conv(x, w, self.bias, self.stride, self.transposed)
+        op = F.conv_transpose3d if self.transposed else F.conv3d
         n = x.shape[0]
         if style.shape[0] != n:
             raise ValueError(f"style batch {style.shape[0]} does not match input batch {n}")
@@ -249,7 +249,9 @@ class StyledConv3d(nn.Module):
         with _float32_weights(x.primal.device.type):
             w = self.weight * m.view(ishape)
             w = w * r.view(oshape)
-        op = F.conv_transpose3d if self.transposed else F.conv3d
+        def op(a, w, b=None, stride=1):
+            return conv(a, w, b, stride, self.transposed)
+
         folds = torch.compiler.is_compiling() or bool(m.abs().min() > MIN_MODULATION)
         if folds and constant_weight_reverse(self, x.primal):  # the same numbers, a cheaper backward
             return Dual(*modulated_dual_conv(x.primal, x.tangent, m, dm / m, r, c, self.bias, self.weight,
