@@ -156,7 +156,7 @@ def test_preconditioned_potential_is_the_posterior_of_w_equal_a_u():
     scale = fourier_scale(lik)
     rng = np.random.default_rng(8)
     us = [rng.normal(size=(N,) * 3) for _ in range(2)]
-    s8 = {"sigma8": 0.3}  # unconstrained coordinate: the same Jacobian at both points
+    # sigma8 at the unconstrained (logit) coordinate 0.3 at both points: the same interval Jacobian
     lo, hi = lik.priors.bounds("sigma8")
     theta = lo + (hi - lo) / (1.0 + np.exp(-0.3))
     with jax.enable_x64(True):
