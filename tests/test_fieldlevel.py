@@ -36,7 +36,13 @@ from emu_backend.fieldlevel import (  # noqa: E402
     sample_posterior,
 )
 from emu_backend.fieldlevel import sampling as sampling_module  # noqa: E402
-from emu_backend.fieldlevel.precondition import fourier_scale, from_noise, to_noise  # noqa: E402
+from emu_backend.fieldlevel.precondition import (  # noqa: E402
+    fourier_scale,
+    from_noise,
+    hessian_scale,
+    shell_index,
+    to_noise,
+)
 
 N = 8
 BOX = 250.0  # Mpc/h: large cells keep the linear model linear-ish; the emulator is not used here
@@ -146,6 +152,26 @@ def test_fourier_scale_is_the_wiener_posterior_std_per_mode():
                                rtol=1e-10)
 
 
+def test_hessian_scale_is_the_probe_weighted_wiener_precision_per_shell():
+    """On the linear model -log p is quadratic with precision 1 + a_k^2 / sigma^2 per mode (a_k from the numpy
+    ICs code): the central difference of gradients is exact up to round-off, so each shell's measured
+    curvature is that precision averaged with the probes' |v_k|^2 as weights (the same seeded vectors),
+    1e-8 relative (round-off of gradient differences at step 1e-3)."""
+    sigma = 0.3
+    lik, w = _linear_problem(sigma=sigma)
+    _, var = _wiener(lik.data, sigma)
+    scale = hessian_scale(lik, w, probes=2, seed=4)
+    shells = shell_index(N)
+    weight = np.ones(shells.shape)
+    weight[..., 1:N // 2] = 2.0
+    rng = np.random.default_rng(4)
+    vk2 = sum(np.abs(np.fft.rfftn(rng.normal(size=(N,) * 3))) ** 2 for _ in range(2))
+    for k in np.unique(shells):
+        sel = shells == k
+        expected = (weight[sel] * vk2[sel] / var[sel]).sum() / (weight[sel] * vk2[sel]).sum()
+        np.testing.assert_allclose(1.0 / scale[sel] ** 2, max(expected, 1.0), rtol=1e-8, err_msg=f"shell {k}")
+
+
 def test_preconditioned_potential_is_the_posterior_of_w_equal_a_u():
     """numpyro's potential in the preconditioned coordinates u, at two points, against the torch log
     posterior at w = A u: the same differences (the Jacobian log|det A| is a constant), 1e-10 relative."""
@@ -216,7 +242,7 @@ def test_joint_map_runs_sigma8_to_the_prior_edge():
     assert result.theta["sigma8"] == pytest.approx(lik.priors.sigma8[1], abs=1e-3)
 
 
-@pytest.mark.parametrize("precondition", ["fourier", "none"])
+@pytest.mark.parametrize("precondition", ["hessian", "linear", "none"])
 def test_nuts_posterior_is_the_wiener_posterior(precondition):
     sigma = 0.3
     lik, _ = _linear_problem(sigma=sigma, seed=7)

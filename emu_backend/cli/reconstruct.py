@@ -65,9 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--target-accept", dest="target_accept_prob", type=float, default=0.8,
                    help="step-size adaptation target (0.8)")
     s.add_argument("--save-every", dest="save_every", type=int, default=10, help="steps between saves (10)")
-    s.add_argument("--precondition", choices=("fourier", "none"), default="fourier",
-                   help="NUTS coordinates: the linear model's posterior std per Fourier mode as a mass matrix "
-                        "(fourier, default) or the white noise itself (none)")
+    s.add_argument("--precondition", choices=("hessian", "linear", "none"), default="hessian",
+                   help="NUTS coordinates: the posterior std per Fourier mode measured at the MAP (hessian, default) "
+                        "or the linear model's (linear) as a mass matrix, or the white noise itself (none)")
 
 
 _KEYS = ("data", "out", "noise_sigma", "n_mesh", "grid", "z", "dynamics", "weights", "window", "los",

@@ -10,9 +10,11 @@ torch's exact gradients. The chains run one after the other in float64 (``jax.en
 module only: with ~N^3 parameters, float32 energies lose the accept/reject decision).
 
 By default NUTS moves in preconditioned coordinates ``u`` of the white noise, ``w = A u`` with ``A`` the
-linear model's posterior std per Fourier mode (:mod:`.precondition`): a mass matrix diagonal in Fourier
-space, which the library's own adaptation (diagonal in ``u``) then refines. The posterior of ``w`` is the
-same; the draws are saved and returned as ``w``.
+posterior's std per Fourier mode measured at the starting point (``"hessian"``: Hessian-vector products
+by differences of gradients, averaged in |k| shells) or the linear model's (``"linear"``)
+(:mod:`.precondition`): a mass matrix diagonal in Fourier space, which the library's own adaptation
+(diagonal in ``u``) then refines. The posterior of ``w`` is the same; the draws are saved and returned
+as ``w``.
 
 Layout of an output folder (all files written atomically; each part's SHA-256 recorded in the state that
 follows it, checked on resume)::
@@ -43,14 +45,14 @@ from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
 from ..io.output_lock import output_lock
 from .likelihood import FieldLikelihood
-from .precondition import fourier_scale, from_noise, to_noise
+from .precondition import fourier_scale, from_noise, hessian_scale, to_noise
 
 __all__ = ["Posterior", "SamplerConfig", "numpyro_model", "sample_posterior"]
 
 log = logging.getLogger(__name__)
 
 #: Coordinates NUTS may move in (SamplerConfig.precondition).
-PRECONDITIONERS = ("fourier", "none")
+PRECONDITIONERS = ("hessian", "linear", "none")
 #: Per-draw statistics of NUTS kept with the samples.
 STATS = ("potential_energy", "accept_prob", "num_steps", "diverging")
 
@@ -83,9 +85,11 @@ class SamplerConfig:
         Largest NUTS tree depth (at most ``2^depth`` gradient evaluations per draw).
     save_every : int
         Steps between saves of the chain state (and of the draws made since).
-    precondition : {"fourier", "none"}
-        ``"fourier"`` (default): NUTS moves in the coordinates ``u`` of :mod:`.precondition` (the linear
-        model's posterior std per Fourier mode as a mass matrix); ``"none"``: in the white noise itself.
+    precondition : {"hessian", "linear", "none"}
+        ``"hessian"`` (default): NUTS moves in the coordinates ``u`` of :mod:`.precondition`, the
+        posterior's std per Fourier mode measured at the chains' starting point
+        (:func:`~.precondition.hessian_scale`, four gradients) as a mass matrix; ``"linear"``: the linear
+        model's (:func:`~.precondition.fourier_scale`, no gradient); ``"none"``: the white noise itself.
     """
 
     num_warmup: int = 200
@@ -95,7 +99,7 @@ class SamplerConfig:
     target_accept_prob: float = 0.8
     max_tree_depth: int = 8
     save_every: int = 10
-    precondition: str = "fourier"
+    precondition: str = "hessian"
 
     def __post_init__(self):
         check_int(self.num_warmup, "num_warmup", 0)
@@ -225,18 +229,32 @@ def _check_parts(folder: Path, parts: list) -> None:
                                   "changed after it was written; remove the chain folder to redo the chain")
 
 
-def _record(lik: FieldLikelihood, config: SamplerConfig) -> dict:
+def _preconditioner(lik: FieldLikelihood, config: SamplerConfig, init: dict | None) -> np.ndarray | None:
+    """The Fourier multiplier ``A`` of the chains' coordinates (None: the white noise itself)."""
+    if config.precondition == "none":
+        return None
+    if config.precondition == "linear":
+        return fourier_scale(lik)
+    noise = np.zeros((lik.model.grid,) * 3) if init is None else np.asarray(init["noise"], np.float64)
+    theta = ({k: sum(lik.priors.bounds(k)) / 2 for k in lik.infer} if init is None else
+             {k: float(init[k]) for k in lik.infer})
+    return hessian_scale(lik, noise, theta, seed=config.seed)
+
+
+def _record(lik: FieldLikelihood, config: SamplerConfig, scale: np.ndarray | None) -> dict:
     numpyro = _numpyro()
     jax = jax_module()
+    pre = None if scale is None else hashlib.sha256(np.ascontiguousarray(scale).tobytes()).hexdigest()
     return {"posterior_sha256": lik.digest(), "sampler": asdict(config), "emu_backend": __version__,
-            "numpyro": numpyro.__version__, "jax": jax.__version__, "infer": list(lik.infer)}
+            "numpyro": numpyro.__version__, "jax": jax.__version__, "infer": list(lik.infer),
+            "preconditioner_sha256": pre}
 
 
 def _open_folder(out_dir: Path, record: dict) -> None:
     path = out_dir / "run.json"
     if path.is_file():
         old = read_json(path, "sampler run record")
-        keys = ("posterior_sha256", "sampler", "infer")
+        keys = ("posterior_sha256", "sampler", "infer", "preconditioner_sha256")
         if {k: old.get(k) for k in keys} != {k: record[k] for k in keys}:
             raise InputError(f"{str(out_dir)!r} holds chains of another posterior or other sampler settings; "
                              "resume with the same data and settings, or use a new folder")
@@ -357,9 +375,9 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
                              f"{ {k: np.shape(v) for k, v in init.items()} }")
     lock = contextlib.nullcontext() if folder is None else output_lock(folder, folder=True, command="sample_posterior")
     with lock, jax.enable_x64(True):
+        scale = _preconditioner(lik, config, init)
         if folder is not None:
-            _open_folder(folder, _record(lik, config))
-        scale = fourier_scale(lik) if config.precondition == "fourier" else None
+            _open_folder(folder, _record(lik, config, scale))
         if init is not None and scale is not None:
             init = {("u" if k == "noise" else k): (from_noise(np.asarray(v, np.float64), scale) if k == "noise" else v)
                     for k, v in init.items()}
