@@ -179,3 +179,23 @@ def test_float64_convolutions_keep_pytorchs_kernel():
     x = torch.from_numpy(rng.normal(size=(1, 4, 10, 10, 10)))
     w = torch.from_numpy(rng.normal(size=(4, 4, 3, 3, 3)))
     assert torch.equal(conv(x, w, None, 1, False), F.conv3d(x, w))
+
+
+def test_small_convolution_under_jvp_vmap_and_dual_levels_takes_pytorchs_dispatch():
+    """oneDNN's op has no forward-mode derivative or batching rule: under ``torch.func.jvp``, ``vmap`` and
+    ``forward_ad`` dual levels the styled convolutions take PyTorch's dispatch (exact tangents of a linear
+    map: the convolution of the tangent, equal bit for bit; under vmap to float32 round-off)."""
+    import torch.autograd.forward_ad as fwAD
+
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(rng.normal(size=(1, 8, 10, 10, 10)).astype(np.float32))
+    t = torch.from_numpy(rng.normal(size=x.shape).astype(np.float32))
+    w = torch.from_numpy(rng.normal(size=(8, 8, 3, 3, 3)).astype(np.float32))
+    _, tangent = torch.func.jvp(lambda a: conv(a, w, None, 1, False), (x,), (t,))
+    assert torch.equal(tangent, F.conv3d(t, w))
+    batched = torch.func.vmap(lambda a: conv(a[None], w, None, 1, False)[0])(torch.cat([x, t]))
+    ref = F.conv3d(t, w)[0]  # vmap runs a batch of 2, which PyTorch sends to oneDNN itself: float32 round-off
+    np.testing.assert_allclose(batched[1].numpy(), ref.numpy(), rtol=0, atol=1e-5 * float(ref.abs().max()))
+    with fwAD.dual_level():
+        y = conv(fwAD.make_dual(x, t), w, None, 1, False)
+        assert torch.equal(fwAD.unpack_dual(y).tangent, F.conv3d(t, w))

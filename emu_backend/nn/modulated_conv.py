@@ -41,7 +41,10 @@ def _small_onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32 and x.dim() == 5
             and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_MAX
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+            # oneDNN's op has no forward-mode derivative and no batching rule: jvp, vmap and dual levels
+            # take PyTorch's own dispatch
+            and not torch._C._are_functorch_transforms_active() and torch.autograd.forward_ad._current_level < 0)
 
 
 def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: int, transposed: bool) -> torch.Tensor:
