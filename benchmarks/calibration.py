@@ -5,15 +5,19 @@ truth_over_repeated_seeds`` (linear model, 8^3): for each repeat, Omega_m and si
 priors (Omega_m in the shipped emulator's trained range, sigma8 in [0.6, 1.0]), the white noise from its
 prior; the data are the forward model's density (``--dynamics``, default the shipped emulator: a closed
 loop) plus Gaussian noise of ``--noise-sigma`` per voxel; NUTS samples the field, Omega_m and sigma8 jointly
-(``emu_backend.fieldlevel.sample_posterior``, chains started at the prior medians, the Fourier
-preconditioner measured there). A calibrated posterior covers the truth with its central ``--level``
+(``emu_backend.fieldlevel.sample_posterior``, the Fourier preconditioner measured at the start). ``--init``:
+``prior`` (default) starts each chain at an independent draw of the white noise from its prior and the
+middle of the parameter boxes, in the prior's typical set (``|w|^2 ~ N^3``); ``median`` at the prior
+medians (zero noise), where the joint density pulls Omega_m and sigma8 to the top of their boxes with a
+small field (the joint mode, docs/field_level.md) and short chains stay there (measured: 8^3, 60 + 60
+steps, R-hat 1.22, Omega_m 0.476 +- 0.018 for a truth of 0.179). A calibrated posterior covers the truth with its central ``--level``
 interval in that fraction of the repeats: the count is Binomial(repeats, level), and the script prints it
 per parameter with the binomial probability of a count as low or lower, and per repeat the truth, the
 posterior mean, std, interval, R-hat, ESS and the sampler's cost.
 
 Usage: python benchmarks/calibration.py [--grid 8] [--repeats 10] [--z 0.5] [--noise-sigma 0.5]
-       [--num-warmup 100] [--num-samples 100] [--max-tree-depth 6] [--dynamics emulator] [--json out.json]
-       [--smoke]
+       [--num-warmup 100] [--num-samples 100] [--max-tree-depth 6] [--dynamics emulator] [--init prior]
+       [--json out.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ def run(args) -> dict:
         data = delta + args.noise_sigma * rng.normal(size=delta.shape)
         lik = FieldLikelihood(fm, data, noise_sigma=args.noise_sigma, infer=("omega_m", "sigma8"))
         t0 = time.perf_counter()
-        post = sample_posterior(lik, SamplerConfig(**{**config.__dict__, "seed": i}))
+        init = None
+        if args.init == "prior":
+            init = {"noise": np.random.default_rng([args.seed, i]).normal(size=(args.grid,) * 3),
+                    **{k: sum(priors.bounds(k)) / 2 for k in covered}}
+        post = sample_posterior(lik, SamplerConfig(**{**config.__dict__, "seed": i}), init=init)
         seconds = time.perf_counter() - t0
         row = {"repeat": i, "seconds": seconds, "gradients_per_draw": float(post.stats["num_steps"].mean()),
                "divergences": int(post.stats["diverging"].sum())}
@@ -71,6 +79,7 @@ def run(args) -> dict:
         print(json.dumps(row), flush=True)
     n = args.repeats
     return {"grid": args.grid, "box_size": box, "z": args.z, "noise_sigma": args.noise_sigma, "dynamics": args.dynamics,
+            "init": args.init,
             "level": args.level, "repeats": n, "sampler": config.__dict__, "seconds": time.perf_counter() - t_all,
             "covered": covered,
             "p_as_low_if_calibrated": {k: _binomial_tail(v, n, args.level) for k, v in covered.items()},
@@ -89,6 +98,8 @@ def main(argv=None) -> None:
     p.add_argument("--num-chains", type=int, default=1)
     p.add_argument("--max-tree-depth", type=int, default=6)
     p.add_argument("--level", type=float, default=0.9, help="credibility of the central interval")
+    p.add_argument("--init", choices=("prior", "median"), default="prior",
+                   help="chains start at a prior draw of the noise (default) or at zero noise")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--smoke", action="store_true", help="8^3, two repeats of a few steps: numbers mean nothing")
