@@ -27,6 +27,8 @@ from emu_backend.io.output_lock import output_lock
 pytest.importorskip("jax", reason="field-level sampling runs numpyro through the JAX adapter (extra 'jax')")
 pytest.importorskip("numpyro", reason="field-level sampling needs numpyro (extra 'jax')")
 
+from _calibration import coverage  # noqa: E402  (tests/_calibration.py)
+
 from emu_backend.fieldlevel import (  # noqa: E402
     FieldLikelihood,
     Priors,
@@ -344,18 +346,6 @@ def test_omega_m_and_sigma8_posteriors_cover_the_truth_over_repeated_seeds():
     a posterior too narrow by 2x (coverage ~55%) passes with probability ~0.2. The larger calibration, with
     the emulator as the model, is benchmarks/calibration.py; a 10-repeat version of this one with longer
     chains is in the slow tier (tests/test_fieldlevel_closed_loop.py)."""
-    fm = ForwardModel(N, BOX, Z, dynamics="linear")
-    rng = np.random.default_rng(31)
-    covered = {"omega_m": 0, "sigma8": 0}
-    for repeat in range(8):
-        truth = {"omega_m": rng.uniform(0.1, 0.5), "sigma8": rng.uniform(0.6, 1.0)}
-        w = rng.normal(size=(N,) * 3)
-        with torch.no_grad():
-            data = fm(torch.from_numpy(w), **truth).numpy() + 0.3 * rng.normal(size=(N,) * 3)
-        lik = FieldLikelihood(fm, data, noise_sigma=0.3, infer=("omega_m", "sigma8"))
-        post = sample_posterior(lik, SamplerConfig(num_warmup=30, num_samples=50, num_chains=1, max_tree_depth=4,
-                                                   seed=repeat))
-        for name in covered:
-            lo, hi = np.quantile(post.samples[name], [0.05, 0.95])
-            covered[name] += int(lo <= truth[name] <= hi)
+    covered = coverage(ForwardModel(N, BOX, Z, dynamics="linear"), 8, 0.3, num_warmup=30, num_samples=50,
+                       max_tree_depth=4)
     assert min(covered.values()) >= 6, covered

@@ -28,7 +28,9 @@ from emu_backend.ics import white_noise
 
 pytest.importorskip("numpyro", reason="field-level sampling needs numpyro (extra 'jax')")
 
-from emu_backend.fieldlevel import FieldLikelihood, SamplerConfig, find_map, sample_posterior  # noqa: E402
+from _calibration import coverage  # noqa: E402  (tests/_calibration.py)
+
+from emu_backend.fieldlevel import FieldLikelihood, find_map  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -53,19 +55,6 @@ def test_closed_loop_map_recovers_the_initial_noise_where_signal_exceeds_noise()
 
 
 def test_omega_m_and_sigma8_posteriors_are_calibrated_over_repeated_seeds():
-    n, box, z, sigma = 8, 250.0, 0.5, 0.3
-    fm = ForwardModel(n, box, z, dynamics="linear")
-    rng = np.random.default_rng(31)
-    covered = {"omega_m": 0, "sigma8": 0}
-    for repeat in range(10):
-        truth = {"omega_m": rng.uniform(0.1, 0.5), "sigma8": rng.uniform(0.6, 1.0)}
-        w = rng.normal(size=(n,) * 3)
-        with torch.no_grad():
-            data = fm(torch.from_numpy(w), **truth).numpy() + sigma * rng.normal(size=(n,) * 3)
-        lik = FieldLikelihood(fm, data, noise_sigma=sigma, infer=("omega_m", "sigma8"))
-        post = sample_posterior(lik, SamplerConfig(num_warmup=60, num_samples=80, num_chains=1, max_tree_depth=5,
-                                                   seed=repeat))
-        for name in covered:
-            lo, hi = np.quantile(post.samples[name], [0.05, 0.95])
-            covered[name] += int(lo <= truth[name] <= hi)
+    covered = coverage(ForwardModel(8, 250.0, 0.5, dynamics="linear"), 10, 0.3, num_warmup=60, num_samples=80,
+                       max_tree_depth=5)
     assert min(covered.values()) >= 7, covered  # measured: Omega_m 9, sigma8 10 of 10
