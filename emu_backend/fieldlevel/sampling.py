@@ -144,7 +144,8 @@ def numpyro_model(lik: FieldLikelihood, scale: np.ndarray | None = None):
 
     Sites: each inferred parameter ``Uniform(low, high)``; ``"noise"`` ``Normal(0, 1)`` of shape (N, N, N);
     the observed voxels ``"data"`` ``Normal(delta, sigma)``. With ``scale`` (the Fourier multiplier of
-    :func:`~.precondition.fourier_scale`, shape (N, N, N // 2 + 1)) the latent site is ``"u"`` instead,
+    :func:`~.precondition.hessian_scale` or :func:`~.precondition.fourier_scale`, shape (N, N, N // 2 + 1))
+    the latent site is ``"u"`` instead,
     ``Normal(0, 1)`` plus the factor ``"noise_prior"`` ``(|u|^2 - |A u|^2) / 2``: the white noise
     ``A u`` has its ``Normal(0, 1)`` prior (up to the constant ``log |det A|``).
     """
