@@ -114,3 +114,18 @@ def test_reconstruct_a_snapshot_paints_it_and_finds_its_seed(tmp_path, capsys):
     assert f"map {'-' if k_map is None else format(k_map, '.3f')}" in line, line
     # 2LPT data, ZA model, 31 Mpc/h cells: the largest scales are recovered
     assert report["r_k"]["map"][0] > 0.8, report["r_k"]
+
+
+def test_sampler_flags_reach_the_sampler_config():
+    """``--precondition`` and ``--no-centre`` set :class:`SamplerConfig`; by default the Hessian preconditioner
+    with partial centring."""
+    import argparse
+
+    from emu_backend.cli.reconstruct import add_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    default = config_from_args(p.parse_args(["obs.h5", "--out", "rec"])).sampler
+    assert (default.precondition, default.centre) == ("hessian", True)
+    flagged = config_from_args(p.parse_args(["obs.h5", "--out", "rec", "--precondition", "linear", "--no-centre"]))
+    assert (flagged.sampler.precondition, flagged.sampler.centre) == ("linear", False)

@@ -68,12 +68,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--precondition", choices=("hessian", "linear", "none"), default="hessian",
                    help="NUTS coordinates: the posterior std per Fourier mode measured at the MAP (hessian, default) "
                         "or the linear model's (linear) as a mass matrix, or the white noise itself (none)")
+    s.add_argument("--no-centre", dest="centre", action="store_false",
+                   help="with Omega_m or sigma8 inferred, do not centre the Fourier modes on the linear amplitude "
+                        "(centred partially by the data's share of each mode's precision by default)")
 
 
 _KEYS = ("data", "out", "noise_sigma", "n_mesh", "grid", "z", "dynamics", "weights", "window", "los",
          "allow_extrapolation", "map_iterations")
 _SAMPLER = ("num_warmup", "num_samples", "num_chains", "seed", "max_tree_depth", "target_accept_prob", "save_every",
-            "precondition")
+            "precondition", "centre")
 
 
 def config_from_args(args: argparse.Namespace) -> ReconstructConfig:

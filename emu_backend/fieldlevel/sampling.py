@@ -13,8 +13,10 @@ By default NUTS moves in preconditioned coordinates ``u`` of the white noise, ``
 posterior's std per Fourier mode measured at the starting point (``"hessian"``: Hessian-vector products
 by differences of gradients, averaged in |k| shells) or the linear model's (``"linear"``)
 (:mod:`.precondition`): a mass matrix diagonal in Fourier space, which the library's own adaptation
-(diagonal in ``u``) then refines. The posterior of ``w`` is the same; the draws are saved and returned
-as ``w``.
+(diagonal in ``u``) then refines. With Omega_m or sigma8 inferred, each mode of ``u`` is moreover
+partially centred on the linear field's amplitude, ``w = m(theta) u`` (:mod:`.coordinates`), which
+straightens the ridge between the parameters and the modes the data measure. The posterior of
+``(w, theta)`` is the same; the draws are saved and returned as ``w``.
 
 Layout of an output folder (all files written atomically; each part's SHA-256 recorded in the state that
 follows it, checked on resume)::
@@ -38,14 +40,15 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..adapters.jax import jax_forward_model
-from ..adapters.jax_bridge import jax_module
+from ..adapters.jax_bridge import jax_module, torch_callable
 from ..checks import check_bool, check_choice, check_int, check_real
 from ..errors import FileFormatError, InputError, MissingDependencyError
 from ..io.atomic import atomic_path
 from ..io.jsonfile import read_json
 from ..io.output_lock import output_lock
+from .coordinates import NoiseCoordinates, likelihood_reference, mode_multiplicity
 from .likelihood import FieldLikelihood
-from .precondition import fourier_scale, from_noise, hessian_scale, to_noise
+from .precondition import fourier_scale, hessian_scale
 
 __all__ = ["Posterior", "SamplerConfig", "numpyro_model", "sample_posterior"]
 
@@ -90,6 +93,11 @@ class SamplerConfig:
         posterior's std per Fourier mode measured at the chains' starting point
         (:func:`~.precondition.hessian_scale`, four gradients) as a mass matrix; ``"linear"``: the linear
         model's (:func:`~.precondition.fourier_scale`, no gradient); ``"none"``: the white noise itself.
+    centre : bool
+        With Omega_m or sigma8 inferred, centre each Fourier mode of the coordinates on the linear field's
+        amplitude by the fraction of its precision the data give (:mod:`.coordinates`: the partially
+        non-centred parametrisation that straightens the ridge between the parameters and the measured
+        modes; default). No effect at fixed cosmology or with ``precondition="none"``.
     """
 
     num_warmup: int = 200
@@ -100,6 +108,7 @@ class SamplerConfig:
     max_tree_depth: int = 8
     save_every: int = 10
     precondition: str = "hessian"
+    centre: bool = True
 
     def __post_init__(self):
         check_int(self.num_warmup, "num_warmup", 0)
@@ -110,6 +119,7 @@ class SamplerConfig:
         check_int(self.max_tree_depth, "max_tree_depth", 1, 15)
         check_int(self.save_every, "save_every", 1)
         check_choice(self.precondition, "precondition", PRECONDITIONERS)
+        check_bool(self.centre, "centre")
 
 
 @dataclass(frozen=True)
@@ -139,15 +149,14 @@ class Posterior:
         return self.samples[name].mean(axis=(0, 1))
 
 
-def numpyro_model(lik: FieldLikelihood, scale: np.ndarray | None = None):
+def numpyro_model(lik: FieldLikelihood, coords: NoiseCoordinates | None = None):
     """The posterior of ``lik`` as a numpyro model (no arguments; call it inside ``jax.enable_x64(True)``).
 
     Sites: each inferred parameter ``Uniform(low, high)``; ``"noise"`` ``Normal(0, 1)`` of shape (N, N, N);
-    the observed voxels ``"data"`` ``Normal(delta, sigma)``. With ``scale`` (the Fourier multiplier of
-    :func:`~.precondition.hessian_scale` or :func:`~.precondition.fourier_scale`, shape (N, N, N // 2 + 1))
-    the latent site is ``"u"`` instead,
-    ``Normal(0, 1)`` plus the factor ``"noise_prior"`` ``(|u|^2 - |A u|^2) / 2``: the white noise
-    ``A u`` has its ``Normal(0, 1)`` prior (up to the constant ``log |det A|``).
+    the observed voxels ``"data"`` ``Normal(delta, sigma)``. With ``coords`` (:class:`~.coordinates.NoiseCoordinates`)
+    the latent site is ``"u"`` instead, ``Normal(0, 1)`` plus the factor ``"noise_prior"``
+    ``(|u|^2 - |w|^2) / 2 + log |det dw/du|`` (less its value at ``theta_ref``) for ``w = m(theta) u``: the
+    white noise ``w`` has its ``Normal(0, 1)`` prior and the posterior of ``(w, theta)`` is unchanged.
     """
     _numpyro()
     import numpyro
@@ -159,16 +168,26 @@ def numpyro_model(lik: FieldLikelihood, scale: np.ndarray | None = None):
     data, sigma = lik.data.ravel()[index], lik.noise_sigma.ravel()[index]
 
     jnp = jax_module().numpy
-    mult = None if scale is None else jnp.asarray(scale, dtype=jnp.float64)
+    centred = coords is not None and coords.centring is not None
+    if coords is not None:
+        scale = jnp.asarray(coords.scale, dtype=jnp.float64)
+        weight = jnp.asarray(np.broadcast_to(mode_multiplicity(lik.model.grid), coords.scale.shape))
+    if centred:  # log(a_k(theta_ref) / a_k(theta))^c_k in torch, gradients to theta by the bridge
+        ratio = torch_callable(lambda *t: (coords.log_ratio(*t),), [coords.scale.shape])
 
     def model():
         theta = {name: numpyro.sample(name, dist.Uniform(*lik.priors.bounds(name))) for name in lik.infer}
-        if mult is None:
+        if coords is None:
             noise = numpyro.sample("noise", dist.Normal(0.0, 1.0).expand(grid).to_event(3))
         else:
             u = numpyro.sample("u", dist.Normal(0.0, 1.0).expand(grid).to_event(3))
+            if centred:
+                log_ratio = ratio(*(theta[k] for k in coords.names))[0]
+                mult, log_det = scale * jnp.exp(log_ratio), jnp.sum(weight * log_ratio)
+            else:
+                mult, log_det = scale, 0.0
             noise = jnp.fft.irfftn(jnp.fft.rfftn(u) * mult, s=grid)
-            numpyro.factor("noise_prior", 0.5 * (jnp.sum(u * u) - jnp.sum(noise * noise)))
+            numpyro.factor("noise_prior", 0.5 * (jnp.sum(u * u) - jnp.sum(noise * noise)) + log_det)
         delta = f(noise, **theta).reshape(-1)[index]
         numpyro.sample("data", dist.Normal(delta, sigma).to_event(1), obs=data)
 
@@ -230,25 +249,28 @@ def _check_parts(folder: Path, parts: list) -> None:
                                   "changed after it was written; remove the chain folder to redo the chain")
 
 
-def _preconditioner(lik: FieldLikelihood, config: SamplerConfig, init: dict | None) -> np.ndarray | None:
-    """The Fourier multiplier ``A`` of the chains' coordinates (None: the white noise itself)."""
+def _coordinates(lik: FieldLikelihood, config: SamplerConfig, init: dict | None) -> NoiseCoordinates | None:
+    """The chains' coordinates of the white noise (None: the white noise itself)."""
     if config.precondition == "none":
         return None
+    theta = likelihood_reference(lik, init)
     if config.precondition == "linear":
-        return fourier_scale(lik)
-    noise = np.zeros((lik.model.grid,) * 3) if init is None else np.asarray(init["noise"], np.float64)
-    theta = ({k: sum(lik.priors.bounds(k)) / 2 for k in lik.infer} if init is None else
-             {k: float(init[k]) for k in lik.infer})
-    return hessian_scale(lik, noise, theta, seed=config.seed)
+        scale = fourier_scale(lik)
+    else:
+        noise = np.zeros((lik.model.grid,) * 3) if init is None else np.asarray(init["noise"], np.float64)
+        scale = hessian_scale(lik, noise, theta, seed=config.seed)
+    return NoiseCoordinates(lik.model, scale, theta, centre=config.centre)
 
 
-def _record(lik: FieldLikelihood, config: SamplerConfig, scale: np.ndarray | None) -> dict:
+def _record(lik: FieldLikelihood, config: SamplerConfig, coords: NoiseCoordinates | None) -> dict:
     numpyro = _numpyro()
     jax = jax_module()
-    pre = None if scale is None else hashlib.sha256(np.ascontiguousarray(scale).tobytes()).hexdigest()
-    return {"posterior_sha256": lik.digest(), "sampler": asdict(config), "emu_backend": __version__,
+    sampler = asdict(config)
+    if not lik.infer:  # centring needs inferred parameters: without them the setting changes nothing
+        del sampler["centre"]
+    return {"posterior_sha256": lik.digest(), "sampler": sampler, "emu_backend": __version__,
             "numpyro": numpyro.__version__, "jax": jax.__version__, "infer": list(lik.infer),
-            "preconditioner_sha256": pre}
+            "preconditioner_sha256": None if coords is None else coords.digest()}
 
 
 def _open_folder(out_dir: Path, record: dict) -> None:
@@ -267,7 +289,7 @@ def _open_folder(out_dir: Path, record: dict) -> None:
 
 # -- the chains ----------------------------------------------------------------------------------------------
 def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, progress,
-               scale: np.ndarray | None = None) -> tuple[dict, dict]:
+               coords: NoiseCoordinates | None = None) -> tuple[dict, dict]:
     total = config.num_warmup + config.num_samples
     state = kernel.init(key, config.num_warmup, None, model_args=(), model_kwargs={})
     step, parts = 0, []
@@ -285,8 +307,8 @@ def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, 
         step += 1
         if step > config.num_warmup:
             draw = {k: np.asarray(v) for k, v in constrain(state.z).items()}
-            if scale is not None:  # the white noise of the preconditioned coordinates
-                draw["noise"] = to_noise(draw.pop("u"), scale)
+            if coords is not None:  # the white noise of the chains' coordinates
+                draw["noise"] = coords.to_noise(draw.pop("u"), draw)
             draws.append(draw)
             stats.append({k: np.asarray(getattr(state, k)) for k in STATS})
         if progress is not None:
@@ -376,15 +398,15 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
                              f"{ {k: np.shape(v) for k, v in init.items()} }")
     lock = contextlib.nullcontext() if folder is None else output_lock(folder, folder=True, command="sample_posterior")
     with lock, jax.enable_x64(True):
-        scale = _preconditioner(lik, config, init)
+        coords = _coordinates(lik, config, init)
         if folder is not None:
-            _open_folder(folder, _record(lik, config, scale))
-        if init is not None and scale is not None:
-            init = {("u" if k == "noise" else k): (from_noise(np.asarray(v, np.float64), scale) if k == "noise" else v)
+            _open_folder(folder, _record(lik, config, coords))
+        if init is not None and coords is not None:
+            init = {("u" if k == "noise" else k): (coords.from_noise(v, init) if k == "noise" else v)
                     for k, v in init.items()}
         strategy = (init_to_median(num_samples=15) if init is None else
                     init_to_value(values={k: jax.numpy.asarray(v, dtype=jax.numpy.float64) for k, v in init.items()}))
-        kernel = NUTS(numpyro_model(lik, scale), target_accept_prob=config.target_accept_prob,
+        kernel = NUTS(numpyro_model(lik, coords), target_accept_prob=config.target_accept_prob,
                       max_tree_depth=config.max_tree_depth, init_strategy=strategy)
         keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_chains)
         total = config.num_chains * (config.num_warmup + config.num_samples)
@@ -396,7 +418,7 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
                 chain_folder = None if folder is None else folder / f"chain_{c}"
                 if chain_folder is not None:
                     chain_folder.mkdir(exist_ok=True)
-                per_chain.append(_run_chain(kernel, sample, keys[c], config, chain_folder, bar, scale))
+                per_chain.append(_run_chain(kernel, sample, keys[c], config, chain_folder, bar, coords))
         finally:
             if bar is not None:
                 bar.close()
