@@ -5,7 +5,10 @@ For each grid of ``--grids`` (default 32 and 64 particles per side, the trained 
 item 1, and for those of ``--run-grids`` (default 32) also items 2 and 3:
 
 1. one forward pass of the density (no autograd) and one gradient of the log posterior with respect to
-   the white noise, Omega_m and sigma8 (the unit of cost of the MAP and of NUTS), and their ratio;
+   the white noise, Omega_m and sigma8 (the unit of cost of the MAP and of NUTS), and their ratio; and one
+   gradient of the sampler's potential (numpyro, through the JAX bridge, jitted, best of 3) in the
+   preconditioned coordinates alone and partially centred on the linear amplitude (the default with
+   Omega_m and sigma8 inferred), and their ratio: the centring's cost per gradient;
 2. the MAP at the data's cosmology (L-BFGS, at most ``--map-iterations``): wall time, gradients, whether
    the convergence rule was met, and r(k) of the MAP noise with the true noise on the largest scales;
 3. a short NUTS run (``--num-warmup`` + ``--num-samples``, one chain, started at the MAP): wall time,
@@ -29,17 +32,45 @@ import time
 
 import numpy as np
 import torch
+from _timing import best_time
 from emu_backend.validation import cross_correlation
 
 from emu_backend.differentiable import ForwardModel
-from emu_backend.fieldlevel import FieldLikelihood, SamplerConfig, find_map, sample_posterior
+from emu_backend.fieldlevel import (
+    FieldLikelihood,
+    NoiseCoordinates,
+    SamplerConfig,
+    find_map,
+    numpyro_model,
+    sample_posterior,
+)
 from emu_backend.fieldlevel.observations import synthetic_observation
+from emu_backend.fieldlevel.precondition import fourier_scale
 
 
 def _time(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def sampler_gradient(lik: FieldLikelihood, noise: np.ndarray, theta: dict) -> dict:
+    """Seconds of one jitted gradient of numpyro's potential, plain and partially centred coordinates."""
+    import jax
+    from numpyro.infer.util import potential_energy
+
+    scale = fourier_scale(lik)
+    out = {}
+    with jax.enable_x64(True):
+        for name, centre in (("plain_s", False), ("centred_s", True)):
+            coords = NoiseCoordinates(lik.model, scale, theta, centre=centre)
+            model = numpyro_model(lik, coords)
+            point = {"u": jax.numpy.asarray(coords.from_noise(noise, theta)),
+                     **{k: jax.numpy.asarray(0.0) for k in lik.infer}}
+            grad = jax.jit(jax.grad(lambda p, m=model: potential_energy(m, (), {}, p)))
+            out[name] = best_time(lambda g=grad: jax.block_until_ready(g(point)), 3)
+    out["centred_over_plain"] = out["centred_s"] / out["plain_s"]
+    return out
 
 
 def bench(grid: int, args, run: bool) -> dict:
@@ -61,8 +92,10 @@ def bench(grid: int, args, run: bool) -> dict:
 
     forward()  # warm-up: the first call allocates
     t_fwd, t_grad = _time(forward), _time(gradient)
+    theta = {k: sum(lik.priors.bounds(k)) / 2 for k in lik.infer}
     timing = {"grid": grid, "box_size": obs.box_size, "forward_s": t_fwd, "gradient_s": t_grad,
-              "gradient_over_forward": t_grad / t_fwd}
+              "gradient_over_forward": t_grad / t_fwd,
+              "sampler_gradient": sampler_gradient(lik, obs.initial_noise, theta)}
     if not run:
         return timing
     t0 = time.perf_counter()
