@@ -106,6 +106,17 @@ class NoiseCoordinates:
         parameter is inferred, and then nothing is centred.
     centre : bool
         Centre partially (``c_k = 1 - A_k^2``); False: ``c_k = 0``, ``m = A`` (plain preconditioning).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from emu_backend.differentiable import ForwardModel
+    >>> fm = ForwardModel(8, 250.0, 0.5, dynamics="linear")
+    >>> coords = NoiseCoordinates(fm, np.full((8, 8, 5), 0.5), {"sigma8": 0.8})
+    >>> u = np.random.default_rng(0).normal(size=(8, 8, 8))
+    >>> w = coords.to_noise(u, {"sigma8": 0.9})  # the white noise at sigma8 = 0.9
+    >>> bool(np.allclose(coords.from_noise(w, {"sigma8": 0.9}), u))
+    True
     """
 
     model: ForwardModel
