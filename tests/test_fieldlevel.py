@@ -286,7 +286,8 @@ def test_centred_potential_gradient_equals_finite_differences():
         model = numpyro_model(lik, coords)
         jnp = jax.numpy
         point = {"u": jnp.asarray(rng.normal(size=(N,) * 3)), "omega_m": jnp.asarray(0.4), "sigma8": jnp.asarray(-0.5)}
-        direction = {"u": jnp.asarray(rng.normal(size=(N,) * 3)), "omega_m": jnp.asarray(1.0), "sigma8": jnp.asarray(-0.7)}
+        direction = {"u": jnp.asarray(rng.normal(size=(N,) * 3)), "omega_m": jnp.asarray(1.0),
+                     "sigma8": jnp.asarray(-0.7)}
 
         def along(t):
             return float(potential_energy(model, (), {}, {k: point[k] + t * direction[k] for k in point}))
@@ -374,6 +375,16 @@ def test_bad_inputs_are_refused_with_the_value_named():
         SamplerConfig(num_samples=0)
     with pytest.raises(InputError, match="precondition.*'mass'"):
         SamplerConfig(precondition="mass")
+    with pytest.raises(InputError, match="centre"):
+        SamplerConfig(centre="yes")
+    with pytest.raises(InputError, match=r"rfft shape \(8, 8, 5\)"):
+        NoiseCoordinates(fm, np.ones((8, 8, 8)), {})
+    with pytest.raises(InputError, match=r"\(0, 1\].*1.5"):
+        NoiseCoordinates(fm, np.full((8, 8, 5), 1.5), {})
+    with pytest.raises(InputError, match="reference must map"):
+        NoiseCoordinates(fm, np.ones((8, 8, 5)), {"h": 0.7})
+    with pytest.raises(InputError, match="reference sigma8"):
+        NoiseCoordinates(fm, np.ones((8, 8, 5)), {"sigma8": -0.8})
 
 
 # -- MAP and NUTS against the Wiener filter ----------------------------------------------------------------

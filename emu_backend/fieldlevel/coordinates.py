@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..checks import check_bool, check_real
 from ..differentiable import ForwardModel
+from ..errors import InputError
 from ..ics.grid import nyquist_mask
-from .likelihood import FieldLikelihood
+from .likelihood import COSMOLOGY_PARAMETERS, FieldLikelihood
 from .precondition import from_noise, to_noise
 
 __all__ = ["NoiseCoordinates", "likelihood_reference", "linear_amplitude", "linear_twin", "mode_multiplicity"]
@@ -128,9 +130,23 @@ class NoiseCoordinates:
     _linear: ForwardModel | None = field(init=False, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.model, ForwardModel):
+            raise InputError(f"model must be a ForwardModel, got {type(self.model).__name__}")
+        n = self.model.grid
         scale = np.asarray(self.scale, np.float64)
+        if scale.shape != (n, n, n // 2 + 1):
+            raise InputError(f"scale must have the rfft shape {(n, n, n // 2 + 1)} of the model's grid, "
+                             f"got {scale.shape}")
+        if not np.all((scale > 0) & (scale <= 1)):
+            raise InputError(f"scale must lie in (0, 1] (a posterior std in units of the prior's), got values in "
+                             f"[{scale.min()!r}, {scale.max()!r}]")
         object.__setattr__(self, "scale", scale)
-        object.__setattr__(self, "reference", {k: float(v) for k, v in self.reference.items()})
+        if not isinstance(self.reference, dict) or not set(self.reference) <= set(COSMOLOGY_PARAMETERS):
+            raise InputError(f"reference must map parameters among {COSMOLOGY_PARAMETERS} to values, got "
+                             f"{self.reference!r}")
+        object.__setattr__(self, "reference", {k: check_real(v, f"reference {k}", 0.0, lo_open=True)
+                                               for k, v in self.reference.items()})
+        check_bool(self.centre, "centre")
         if not (self.centre and self.reference):
             object.__setattr__(self, "centring", None)
             object.__setattr__(self, "_amplitude_ref", None)
