@@ -16,7 +16,7 @@ interval in that fraction of the repeats: the count is Binomial(repeats, level),
 per parameter with the binomial probability of a count as low or lower, and per repeat the truth, the
 posterior mean, std, interval, R-hat, ESS and the sampler's cost.
 
-Usage: python benchmarks/calibration.py [--grid 8] [--repeats 10] [--z 0.5] [--noise-sigma 0.5]
+Usage: python benchmarks/calibration.py [--grid 8] [--repeats 10] [--z 0.5] [--noise-sigma 0.5] [--window tsc]
        [--num-warmup 100] [--num-samples 100] [--max-tree-depth 6] [--dynamics emulator] [--init prior]
        [--no-centre] [--json out.json] [--smoke]
 """
@@ -44,7 +44,7 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
 
 def run(args) -> dict:
     box = args.grid * 1000.0 / 512  # the emulator's trained cell
-    fm = ForwardModel(args.grid, box, args.z, output="density", dynamics=args.dynamics)
+    fm = ForwardModel(args.grid, box, args.z, output="density", dynamics=args.dynamics, window=args.window)
     probe = FieldLikelihood(fm, np.zeros((args.grid,) * 3), noise_sigma=args.noise_sigma, infer=("omega_m", "sigma8"))
     priors: Priors = probe.priors
     rng = np.random.default_rng(args.seed)
@@ -93,6 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--z", type=float, default=0.5)
     p.add_argument("--noise-sigma", type=float, default=0.5)
+    p.add_argument("--window", choices=("tsc", "cic"), default="tsc", help="mass assignment of data and model")
     p.add_argument("--dynamics", choices=("emulator", "za", "linear"), default="emulator")
     p.add_argument("--num-warmup", type=int, default=100)
     p.add_argument("--num-samples", type=int, default=100)

@@ -12,7 +12,8 @@ measured effect of the centring (the seconds also carry the centring's own cost,
 its gradient per gradient of the posterior).
 
 Usage: python benchmarks/centring.py [--dynamics emulator] [--grid 8] [--z 0.5] [--noise-sigma 0.5]
-       [--repeats 1] [--steps 100] [--num-chains 2] [--max-tree-depth 6] [--seed 31] [--smoke]
+       [--window tsc] [--centre both] [--repeats 1] [--steps 100] [--num-chains 2] [--max-tree-depth 6]
+       [--seed 31] [--smoke]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from emu_backend.fieldlevel import FieldLikelihood, SamplerConfig, sample_poster
 
 def run(args) -> list:
     box = args.grid * 1000.0 / 512 if args.dynamics == "emulator" else 250.0
-    fm = ForwardModel(args.grid, box, args.z, output="density", dynamics=args.dynamics)
+    fm = ForwardModel(args.grid, box, args.z, output="density", dynamics=args.dynamics, window=args.window)
     rng = np.random.default_rng(args.seed)
     rows = []
     for repeat in range(args.repeats):
@@ -41,7 +42,7 @@ def run(args) -> list:
             delta = fm(torch.from_numpy(w), **truth).double().numpy()
         data = delta + args.noise_sigma * rng.normal(size=delta.shape)
         lik = FieldLikelihood(fm, data, noise_sigma=args.noise_sigma, infer=tuple(truth))
-        for centre in (False, True):
+        for centre in {"both": (False, True), "yes": (True,), "no": (False,)}[args.centre]:
             config = SamplerConfig(num_warmup=args.steps, num_samples=args.steps, num_chains=args.num_chains,
                                    max_tree_depth=args.max_tree_depth, seed=repeat, centre=centre)
             t0 = time.perf_counter()
@@ -67,6 +68,9 @@ def main(argv=None) -> None:
     p.add_argument("--grid", type=int, default=8, help="particles per side (emulator: box = grid * 1000/512 Mpc/h)")
     p.add_argument("--z", type=float, default=0.5)
     p.add_argument("--noise-sigma", type=float, default=0.5)
+    p.add_argument("--window", choices=("tsc", "cic"), default="tsc",
+                   help="mass assignment of the data and the model (emulator: the particles' density)")
+    p.add_argument("--centre", choices=("both", "yes", "no"), default="both", help="which coordinates to run")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=100, help="warm-up steps and draws per chain")
     p.add_argument("--num-chains", type=int, default=2)

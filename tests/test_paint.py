@@ -187,6 +187,36 @@ def test_paint_rejects_bad_input():
 
 # -- gradients ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("window", ["cic", "tsc"])
+def test_position_gradient_jumps_across_a_mesh_plane_only_with_cic(window):
+    """The gradient of a painted field in a particle's position, just left and right of a mesh point and of
+    a half-cell plane, against the kernels' closed forms (cell size H = 1): CIC's tent ``1 - |d|`` has
+    derivative -+1 on either side of its peak and of its feet, so where the particle crosses mesh point 2
+    the gradient of ``sum(v * mesh)`` jumps by ``v[1] - 2 v[2] + v[3]``, and not at the half-cell; TSC's
+    quadratic B-spline has a continuous derivative (its second jumps at the half-cells), so both jumps are
+    zero up to the second derivative times the 2e-9 gap. Tolerances: 1e-12 (float64 round-off; CIC's
+    gradient is piecewise constant) and 1e-7 (TSC: |v| ~ 3 times a second derivative of at most 2)."""
+    n = 8
+    v = torch.from_numpy(np.random.default_rng(0).normal(size=(n,) * 3))
+
+    def grad_x(x):
+        pos = torch.tensor([[x, 3.0, 5.0]], dtype=torch.float64, requires_grad=True)  # y, z on mesh points
+        (g,) = torch.autograd.grad((v * paint(pos, n, float(n), window=window)).sum(), pos)
+        return float(g[0, 0])
+
+    gap = 1e-9
+    at_point = grad_x(2.0 + gap) - grad_x(2.0 - gap)
+    at_half = grad_x(2.5 + gap) - grad_x(2.5 - gap)
+    if window == "cic":
+        line = v[:, 3, 5].numpy()
+        assert at_point == pytest.approx(line[1] - 2 * line[2] + line[3], abs=1e-12)
+        assert abs(at_point) > 0.1  # the draw makes the jump visible
+        assert at_half == pytest.approx(0.0, abs=1e-12)
+    else:
+        assert at_point == pytest.approx(0.0, abs=1e-7)
+        assert at_half == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("window", ["cic", "tsc"])
 @pytest.mark.parametrize("periodic", [True, False])
 def test_gradcheck_positions_and_weights(window, periodic):
     gen = torch.Generator().manual_seed(7)

@@ -86,6 +86,7 @@ def test_reconstruct_a_density_mesh_file_writes_a_consistent_report_and_reruns_i
     p = report["parameters"]["sigma8"]
     assert 0.6 <= p["q05"] <= p["mean"] <= p["q95"] <= 1.0 and p["data_cosmology"] == QUIJOTE_FIDUCIAL.sigma8
     assert report["sampling"]["gradient_evaluations"] > 0 and report["map"]["evaluations"] > 0
+    assert report["data"]["window"] == obs.meta["window"] == "tsc"  # the default, recorded by the data
     # a rerun of the finished run reuses the MAP and the chains: the same numbers
     assert main(args) == 0
     again = json.loads((tmp_path / "rec" / "report.json").read_text())
@@ -95,6 +96,29 @@ def test_reconstruct_a_density_mesh_file_writes_a_consistent_report_and_reruns_i
     write_density_mesh(tmp_path / "other.h5", other)
     assert main(["reconstruct", str(tmp_path / "other.h5"), "--out", str(tmp_path / "rec"), "--dynamics", "linear",
                  "--infer", "sigma8", *FAST]) == 2
+
+
+def test_the_model_paints_as_the_data_were_painted(tmp_path):
+    """The model's window is the one the data file records; another is refused, naming both; data that
+    records none (or a snapshot) gets the default, TSC."""
+    from emu_backend.pipelines.reconstruct import ReconstructConfig, load_observation, model_window
+
+    obs = synthetic_observation(8, 0.5, 0.3, seed=3, backend="za", box_size=BOX, window="cic")
+    assert obs.meta["window"] == "cic"
+    write_density_mesh(tmp_path / "cic.h5", obs)
+    config = ReconstructConfig(tmp_path / "cic.h5", tmp_path / "rec")
+    assert model_window(config, load_observation(config)) == "cic"
+    explicit = ReconstructConfig(tmp_path / "cic.h5", tmp_path / "rec", window="tsc")
+    with pytest.raises(InputError, match=r"window 'tsc' differs from the data's: .*painted with 'cic'"):
+        model_window(explicit, load_observation(explicit))
+    assert main(["reconstruct", str(tmp_path / "cic.h5"), "--out", str(tmp_path / "rec"), "--window", "tsc",
+                 "--dynamics", "za", *FAST]) == 2
+    bare = DensityMesh(obs.density, BOX, 0.5, QUIJOTE_FIDUCIAL, noise_sigma=0.3)
+    write_density_mesh(tmp_path / "bare.h5", bare)
+    config = ReconstructConfig(tmp_path / "bare.h5", tmp_path / "rec")
+    assert model_window(config, load_observation(config)) == "tsc"
+    with pytest.raises(InputError, match=r"window must be one of"):
+        ReconstructConfig(tmp_path / "bare.h5", tmp_path / "rec", window="ngp")
 
 
 def test_reconstruct_a_snapshot_paints_it_and_finds_its_seed(tmp_path, capsys):

@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar=("LO", "HI"), help="uniform prior of sigma8 (default 0.6 1.0)")
     p.add_argument("--dynamics", choices=DYNAMICS, default="emulator", help="forward model (default emulator)")
     p.add_argument("--weights", metavar="PATH", help="emulator checkpoint (default: shipped weights)")
-    p.add_argument("--window", choices=("cic", "tsc"), default="cic", help="mass assignment (default cic)")
+    p.add_argument("--window", choices=("tsc", "cic"),
+                   help="mass assignment (default: the data file's recorded window, else tsc)")
     p.add_argument("--los", type=int, choices=(0, 1, 2), help="redshift space along this axis (default real space)")
     p.add_argument("--allow-extrapolation", dest="allow_extrapolation", action="store_true",
                    help="let the emulator run outside its training domain (with a warning)")

@@ -5,9 +5,9 @@ See docs/differentiable.md.
 """
 
 from .fields import default_tile_size, emulated_fields
-from .forward import OUTPUTS, PARAMETERS, ForwardModel
+from .forward import DENSITY_WINDOW, OUTPUTS, PARAMETERS, ForwardModel
 from .linear import linear_fields
 from .tiles import emulate_box, periodic_gather
 
-__all__ = ["ForwardModel", "OUTPUTS", "PARAMETERS", "default_tile_size", "emulate_box", "emulated_fields",
-           "linear_fields", "periodic_gather"]
+__all__ = ["DENSITY_WINDOW", "ForwardModel", "OUTPUTS", "PARAMETERS", "default_tile_size", "emulate_box",
+           "emulated_fields", "linear_fields", "periodic_gather"]

@@ -11,7 +11,7 @@ parameter passed as a tensor:
 3. the velocity is the emulator's forward-mode derivative in D times ``velocity_norm(z, Om)``; its
    reverse-mode gradient is exact (each folded dual layer's backward is written out in
    :mod:`emu_backend.nn.modulated_conv`, the network's weights being constants here);
-4. the output: ``"displacement"`` [Mpc/h], ``"velocity"`` [km/s], ``"density"`` (CIC/TSC overdensity of
+4. the output: ``"displacement"`` [Mpc/h], ``"velocity"`` [km/s], ``"density"`` (TSC/CIC overdensity of
    the particles on an ``n_mesh^3`` mesh) or ``"rsd_density"`` (the same in redshift space along ``los``,
    ``s = x + v_los / (a H)``).
 
@@ -43,7 +43,7 @@ from ..nn.vnet import CROP, PERIOD_MULTIPLE
 from .fields import default_tile_size, emulated_fields
 from .linear import linear_fields
 
-__all__ = ["DYNAMICS", "ForwardModel", "OUTPUTS", "PARAMETERS"]
+__all__ = ["DENSITY_WINDOW", "DYNAMICS", "ForwardModel", "OUTPUTS", "PARAMETERS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ OUTPUTS = ("displacement", "velocity", "density", "rsd_density")
 DYNAMICS = ("emulator", "za", "linear")
 #: Cosmological parameters a call may pass (as floats or tensors); the others come from ``cosmology``.
 PARAMETERS = ("omega_m", "omega_b", "h", "n_s", "sigma8")
+#: Default mass assignment of the density outputs: TSC, whose quadratic B-spline has a continuous first
+#: derivative, so the density -- and any posterior built on it -- has a continuous gradient in the particles'
+#: positions. CIC's linear kernel has kinks at every mesh plane: its gradient jumps each time a particle
+#: crosses one, and leapfrog trajectories (HMC, NUTS) lose their second order (measured in
+#: ``benchmarks/smoothness.py``; docs/field_level.md, "Mass assignment").
+DENSITY_WINDOW = "tsc"
 
 
 class ForwardModel:
@@ -79,8 +85,9 @@ class ForwardModel:
         The linear P(k) at z = 0, normalised to sigma8.
     n_mesh : int, optional
         Mesh per side of the density outputs (default ``N``).
-    window : {"cic", "tsc", "ngp"}
-        Mass assignment of the density outputs (NGP has no gradient with respect to positions).
+    window : {"tsc", "cic", "ngp"}
+        Mass assignment of the density outputs (default :data:`DENSITY_WINDOW`, TSC: a gradient continuous in
+        the positions; CIC's jumps where a particle crosses a mesh plane; NGP has none).
     los : {0, 1, 2}
         Line-of-sight axis of ``"rsd_density"``.
     allow_extrapolation : bool
@@ -117,8 +124,8 @@ class ForwardModel:
 
     def __init__(self, grid: int, box_size: float, z, *, emulator: Emulator | None = None, output: str = "density",
                  cosmology: Cosmology | None = None, tile_size: int | None = None, power: str = "eisenstein_hu",
-                 n_mesh: int | None = None, window: str = "cic", los: int = 2, allow_extrapolation: bool = False,
-                 recompute: bool | str = True, dynamics: str = "emulator", periodic: bool | None = None):
+                 n_mesh: int | None = None, window: str = DENSITY_WINDOW, los: int = 2,
+                 allow_extrapolation: bool = False, recompute: bool | str = True, dynamics: str = "emulator", periodic: bool | None = None):
         self.grid = check_int(grid, "grid", 8)
         self.box_size = check_positive(box_size, "box_size", unit="Mpc/h")
         self.single = not isinstance(z, Sequence) and getattr(z, "ndim", 0) == 0

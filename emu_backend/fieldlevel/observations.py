@@ -21,6 +21,7 @@ from ..checks import check_choice, check_int, check_real
 from ..cosmology.growth import hubble
 from ..cosmology.params import QUIJOTE_FIDUCIAL, Cosmology
 from ..datatypes.snapshot import Snapshot
+from ..differentiable import DENSITY_WINDOW
 from ..errors import InputError
 from ..ics import InitialConditions, white_noise
 from ..io.density_mesh import DensityMesh
@@ -30,8 +31,9 @@ from ..simulator import simulate
 __all__ = ["observe", "synthetic_observation"]
 
 
-def observe(snapshot: Snapshot, n_mesh: int, noise_sigma: float, *, seed: int | None = None, window: str = "cic",
-            los: int | None = None, add_noise: bool = True, initial_noise=None) -> DensityMesh:
+def observe(snapshot: Snapshot, n_mesh: int, noise_sigma: float, *, seed: int | None = None,
+            window: str = DENSITY_WINDOW, los: int | None = None, add_noise: bool = True,
+            initial_noise=None) -> DensityMesh:
     """A snapshot's overdensity on an ``n_mesh^3`` mesh, with Gaussian noise of ``noise_sigma`` per voxel.
 
     Parameters
@@ -43,7 +45,8 @@ def observe(snapshot: Snapshot, n_mesh: int, noise_sigma: float, *, seed: int | 
         Noise standard deviation per voxel (recorded in the result; added when ``add_noise``).
     seed : int, optional
         Seed of the added noise (required with ``add_noise``).
-    window : {"cic", "tsc", "ngp"}
+    window : {"tsc", "cic", "ngp"}
+        Mass assignment (default TSC, the forward model's: model and data must paint alike).
     los : {0, 1, 2}, optional
         Redshift space along this axis (``s = x + v_los / (a H)``); None: real space.
     add_noise : bool
@@ -76,7 +79,7 @@ def observe(snapshot: Snapshot, n_mesh: int, noise_sigma: float, *, seed: int | 
 
 def synthetic_observation(grid: int, z: float, noise_sigma: float, *, seed: int, backend: str = "emulator",
                           box_size: float | None = None, cosmology: Cosmology = QUIJOTE_FIDUCIAL,
-                          n_mesh: int | None = None, window: str = "cic", los: int | None = None,
+                          n_mesh: int | None = None, window: str = DENSITY_WINDOW, los: int | None = None,
                           noise_seed: int | None = None, **backend_options) -> DensityMesh:
     """Seeded ICs -> ``backend`` -> density mesh with noise, keeping the true white noise.
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..checks import check_bool, check_choice, check_int, check_real
-from ..differentiable import ForwardModel
+from ..differentiable import DENSITY_WINDOW, ForwardModel
 from ..differentiable.forward import DYNAMICS
 from ..errors import FileFormatError, InputError
 from ..fieldlevel import COSMOLOGY_PARAMETERS, FieldLikelihood, Priors, SamplerConfig, find_map, sample_posterior
@@ -78,7 +78,10 @@ class ReconstructConfig:
     dynamics : {"emulator", "za", "linear"}
     weights : str or Path, optional
         Emulator weights (default the shipped ones).
-    window : {"cic", "tsc"}
+    window : {"tsc", "cic"}, optional
+        Mass assignment of the model's density (and of a snapshot's). Default: the window the density mesh
+        file records (its data were painted so), else TSC (a posterior with a continuous gradient,
+        docs/field_level.md "Mass assignment"); one that differs from the recorded window is refused.
     los : int, optional
         Redshift space along this axis (for data and model); None: real space.
     allow_extrapolation : bool
@@ -98,7 +101,7 @@ class ReconstructConfig:
     prior_sigma8: tuple | None = None
     dynamics: str = "emulator"
     weights: Path | None = None
-    window: str = "cic"
+    window: str | None = None
     los: int | None = None
     allow_extrapolation: bool = False
     map_iterations: int = 100
@@ -123,7 +126,8 @@ class ReconstructConfig:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         Priors(**{k: v for k, v in (("omega_m", self.prior_omega_m), ("sigma8", self.prior_sigma8)) if v is not None})
         check_choice(self.dynamics, "dynamics", DYNAMICS)
-        check_choice(self.window, "window", ("cic", "tsc"))
+        if self.window is not None:
+            check_choice(self.window, "window", ("tsc", "cic"))
         if self.los is not None:
             check_choice(self.los, "los", (0, 1, 2))
         check_bool(self.allow_extrapolation, "allow_extrapolation")
@@ -189,8 +193,21 @@ def load_observation(config: ReconstructConfig) -> DensityMesh:
     if meta.get("seed") is not None and ics.get("source") == "noise" and not ics.get("fixed_amplitude") \
             and not ics.get("paired"):
         truth = white_noise(snap.grid, int(meta["seed"])).astype(np.float64)
-    return observe(snap, config.n_mesh or snap.grid, config.noise_sigma, window=config.window, los=config.los,
-                   add_noise=False, initial_noise=truth)
+    return observe(snap, config.n_mesh or snap.grid, config.noise_sigma, window=config.window or DENSITY_WINDOW,
+                   los=config.los, add_noise=False, initial_noise=truth)
+
+
+def model_window(config: ReconstructConfig, mesh: DensityMesh) -> str:
+    """The model's mass assignment: the data's (recorded in the mesh's meta), the config's, else TSC.
+
+    A config window that differs from the one the data were painted with is refused: the model would
+    paint the same particles differently from the data (a bias of the order of the windows' difference).
+    """
+    recorded = (mesh.meta or {}).get("window")
+    if config.window is not None and recorded is not None and config.window != recorded:
+        raise InputError(f"window {config.window!r} differs from the data's: {str(config.data)!r} was painted with "
+                         f"{recorded!r}; pass window={recorded!r} (--window {recorded}) or leave it out")
+    return config.window or recorded or DENSITY_WINDOW
 
 
 def _model(config: ReconstructConfig, mesh: DensityMesh) -> ForwardModel:
@@ -200,7 +217,8 @@ def _model(config: ReconstructConfig, mesh: DensityMesh) -> ForwardModel:
         emulator = load_emulator(config.weights, allow_extrapolation=config.allow_extrapolation)
     return ForwardModel(grid, mesh.box_size, mesh.z if config.z is None else config.z, emulator=emulator,
                         output="density" if config.los is None else "rsd_density", cosmology=mesh.cosmology,
-                        n_mesh=mesh.n_mesh, window=config.window, los=2 if config.los is None else config.los,
+                        n_mesh=mesh.n_mesh, window=model_window(config, mesh),
+                        los=2 if config.los is None else config.los,
                         allow_extrapolation=config.allow_extrapolation, dynamics=config.dynamics)
 
 
@@ -250,7 +268,7 @@ def _report(config, mesh, lik, map_info, post, seconds_sampling) -> dict:
         "data": {"n_mesh": mesh.n_mesh, "box_size": box, "z": mesh.z, "cosmology": mesh.cosmology.to_dict(),
                  "noise_sigma": mesh.noise_sigma if isinstance(mesh.noise_sigma, float) else "map",
                  "observed_voxels": lik.n_data, "has_truth": mesh.initial_noise is not None,
-                 "backend": data_backend(mesh)},
+                 "backend": data_backend(mesh), "window": lik.model.window},
         "map": {"converged": converged, "iterations": iterations, "evaluations": evaluations, "log_prob": log_prob,
                 "seconds": seconds_map},
         "sampling": {"seconds": seconds_sampling, "gradient_evaluations": int(post.stats["num_steps"].sum()),
