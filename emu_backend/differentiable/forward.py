@@ -125,7 +125,8 @@ class ForwardModel:
     def __init__(self, grid: int, box_size: float, z, *, emulator: Emulator | None = None, output: str = "density",
                  cosmology: Cosmology | None = None, tile_size: int | None = None, power: str = "eisenstein_hu",
                  n_mesh: int | None = None, window: str = DENSITY_WINDOW, los: int = 2,
-                 allow_extrapolation: bool = False, recompute: bool | str = True, dynamics: str = "emulator", periodic: bool | None = None):
+                 allow_extrapolation: bool = False, recompute: bool | str = True, dynamics: str = "emulator",
+                 periodic: bool | None = None):
         self.grid = check_int(grid, "grid", 8)
         self.box_size = check_positive(box_size, "box_size", unit="Mpc/h")
         self.single = not isinstance(z, Sequence) and getattr(z, "ndim", 0) == 0
