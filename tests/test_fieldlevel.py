@@ -13,6 +13,8 @@ References independent of the code under test:
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -486,6 +488,23 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(ga[k], gb[k], err_msg=f"{group}[{k}]")
 
 
+def _killed_and_resumed(lik, folder, monkeypatch, saves: int):
+    """SMALL's run into ``folder`` killed right after its ``saves``-th durable save, then resumed."""
+    real_save, calls = sampling_module._save_state, {"n": 0}
+
+    def crash_after_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == saves:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(sampling_module, "_save_state", crash_after_save)
+    with pytest.raises(KeyboardInterrupt):
+        sample_posterior(lik, SMALL, out_dir=folder)
+    monkeypatch.setattr(sampling_module, "_save_state", real_save)
+    return sample_posterior(lik, SMALL, out_dir=folder)
+
+
 def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     lik, _ = _linear_problem(infer=("sigma8",))
     whole = sample_posterior(lik, SMALL, out_dir=tmp_path / "whole")
@@ -493,20 +512,39 @@ def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     unsaved = sample_posterior(lik, SMALL)
     _assert_same(whole, unsaved)
 
-    real_save, calls = sampling_module._save_state, {"n": 0}
-
-    def crash_after_save(*args, **kwargs):  # a kill right after the 7th durable save (chain 1, step 4)
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(sampling_module, "_save_state", crash_after_save)
-    with pytest.raises(KeyboardInterrupt):
-        sample_posterior(lik, SMALL, out_dir=tmp_path / "killed")
-    monkeypatch.setattr(sampling_module, "_save_state", real_save)
-    resumed = sample_posterior(lik, SMALL, out_dir=tmp_path / "killed")
+    resumed = _killed_and_resumed(lik, tmp_path / "killed", monkeypatch, 7)  # chain 1, step 4
     _assert_same(whole, resumed)
+
+
+def test_chain_timings_are_kept_apart_from_the_draws_and_survive_a_resume(tmp_path, monkeypatch):
+    """Posterior.timing: per-draw seconds and the warm-up's seconds and gradients, saved with the chain state;
+    a resumed run reports the warm-up gradients of the uninterrupted run (the same steps, counted once)."""
+    lik, _ = _linear_problem(infer=("sigma8",))
+    t0 = time.perf_counter()
+    whole = sample_posterior(lik, SMALL, out_dir=tmp_path / "whole")
+    wall = time.perf_counter() - t0
+    t = whole.timing
+    assert t["draw_seconds"].shape == (2, 6) and t["warmup_seconds"].shape == t["warmup_gradients"].shape == (2,)
+    assert np.all(t["draw_seconds"] > 0) and np.all(t["warmup_seconds"] > 0)
+    assert t["draw_seconds"].sum() + t["warmup_seconds"].sum() <= wall
+    # NUTS takes 1 to 2^depth - 1 gradients a step
+    assert np.all((t["warmup_gradients"] >= 4) & (t["warmup_gradients"] <= 4 * (2**3 - 1)))
+    unsaved = sample_posterior(lik, SMALL)  # the same steps without a folder: the same gradient counts
+    np.testing.assert_array_equal(unsaved.timing["warmup_gradients"], t["warmup_gradients"])
+
+    resumed = _killed_and_resumed(lik, tmp_path / "killed", monkeypatch, 1)  # chain 0's first save (step 2)
+    np.testing.assert_array_equal(resumed.timing["warmup_gradients"], t["warmup_gradients"])
+    assert resumed.timing["draw_seconds"].shape == (2, 6) and np.all(resumed.timing["draw_seconds"] > 0)
+
+    # a chain folder from before the timings were recorded: its state holds no accumulators -> NaN, not an error
+    state = tmp_path / "whole" / "chain_0" / "state.npz"
+    with np.load(state) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("warmup_")}
+    with open(state, "wb") as fh:
+        np.savez(fh, **arrays)
+    old = sample_posterior(lik, SMALL, out_dir=tmp_path / "whole")
+    assert np.isnan(old.timing["warmup_seconds"][0]) and old.timing["warmup_seconds"][1] > 0
+    _assert_same(whole, old)
 
 
 def test_resume_refuses_other_data_and_tampered_draws(tmp_path):

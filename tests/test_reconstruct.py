@@ -32,6 +32,7 @@ from emu_backend.fieldlevel.observations import observe, synthetic_observation  
 BOX = 250.0
 FAST = ["--num-warmup", "6", "--num-samples", "6", "--num-chains", "2", "--max-tree-depth", "3", "--save-every", "3",
         "--map-iterations", "20"]
+FAST_WARMUP = 2 * 6  # warm-up steps of FAST, all chains
 
 
 def test_density_mesh_round_trip_and_refusals(tmp_path):
@@ -87,10 +88,22 @@ def test_reconstruct_a_density_mesh_file_writes_a_consistent_report_and_reruns_i
     assert 0.6 <= p["q05"] <= p["mean"] <= p["q95"] <= 1.0 and p["data_cosmology"] == QUIJOTE_FIDUCIAL.sigma8
     assert report["sampling"]["gradient_evaluations"] > 0 and report["map"]["evaluations"] > 0
     assert report["data"]["window"] == obs.meta["window"] == "tsc"  # the default, recorded by the data
-    # a rerun of the finished run reuses the MAP and the chains: the same numbers
+    # the cost: the chains' step timings are parts of the sampler call's wall time, the draws' apart from the
+    # warm-up's; per gradient and per effective sample from the draws only
+    cost = report["sampling"]
+    assert 0 < cost["draw_seconds"] and 0 < cost["warmup_seconds"]
+    assert cost["draw_seconds"] + cost["warmup_seconds"] <= cost["seconds"]
+    assert cost["warmup_gradients"] >= FAST_WARMUP  # at least one gradient per warm-up step
+    assert cost["seconds_per_gradient"] == pytest.approx(cost["draw_seconds"] / cost["gradient_evaluations"], rel=1e-12)
+    assert cost["seconds_per_effective_sample"]["sigma8"] == pytest.approx(
+        cost["draw_seconds"] / report["diagnostics"]["sigma8"]["n_eff"], rel=1e-12)
+    assert "per effective sample: sigma8" in (tmp_path / "rec" / "report.md").read_text()
+    # a rerun of the finished run reuses the MAP and the chains: the same numbers, the chains' recorded timings
     assert main(args) == 0
     again = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert again["parameters"] == report["parameters"] and again["r_k"] == report["r_k"]
+    for key in ("draw_seconds", "warmup_seconds", "warmup_gradients", "seconds_per_effective_sample"):
+        assert again["sampling"][key] == cost[key], key
     # other data into the same folder is refused
     other = synthetic_observation(8, 0.5, 0.3, seed=4, backend="za", box_size=BOX)
     write_density_mesh(tmp_path / "other.h5", other)

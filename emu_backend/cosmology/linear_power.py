@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: Integration range [h/Mpc] of :func:`sigma_r` for providers without a finite ``k_range``.
 _SIGMA_K_RANGE_H_MPC = (1e-6, 1e4)
-#: Simpson points in ln k for :func:`sigma_r` (1e-10 relative accuracy on EH98 sigma8 versus adaptive quad).
-_SIGMA_N_POINTS = 8193
+#: Simpson points in ln k for :func:`sigma_r` (1e-10 relative accuracy on EH98 sigma8 versus adaptive quad,
+#: the same as with twice the points; 2049 points give 6e-9).
+_SIGMA_N_POINTS = 4097
 
 
 @runtime_checkable
@@ -211,7 +212,7 @@ def _simpson_ln_k(k_lo: float, k_hi: float) -> tuple[np.ndarray, np.ndarray]:
 def sigma_r(power, r_mpc_h: float, *, k_range_h_mpc: tuple[float, float] | None = None) -> float:
     """rms linear density contrast in a top-hat sphere of radius ``r_mpc_h`` at z = 0.
 
-    ``sigma^2(R) = 1/(2 pi^2) int k^3 P(k) W^2(kR) dln k``, by composite Simpson's rule on 8193 points
+    ``sigma^2(R) = 1/(2 pi^2) int k^3 P(k) W^2(kR) dln k``, by composite Simpson's rule on 4097 points
     uniform in ln k, P evaluated in one vectorised call.
 
     Parameters
@@ -356,15 +357,26 @@ def eisenstein_hu_power(k_h_mpc, omega_m, omega_b, h, n_s, sigma8, *, wiggles: b
     True
     """
     tensors = any(isinstance(v, torch.Tensor) for v in (k_h_mpc, omega_m, omega_b, h, n_s, sigma8))
-    k_q, weights = _simpson_ln_k(*_SIGMA_K_RANGE_H_MPC)
-    window2 = tophat_window(k_q * 8.0) ** 2
+    k_q, quadrature = _SIGMA8_QUADRATURE
     if tensors:
         device = next(v.device for v in (k_h_mpc, omega_m, omega_b, h, n_s, sigma8) if isinstance(v, torch.Tensor))
-        k_q, weights, window2 = (torch.from_numpy(v).to(device) for v in (k_q, weights, window2))
+        k_q, quadrature = (torch.tensor(v, device=device) for v in (k_q, quadrature))
         k_h_mpc = torch.as_tensor(k_h_mpc, dtype=torch.float64, device=device)
     else:
         k_h_mpc = _as_positive_k(k_h_mpc)
 
-    sigma8_unit2 = (k_q**3 * _eh_shape(k_q, omega_m, omega_b, h, n_s, wiggles) * window2 * weights).sum() \
-        / (2.0 * np.pi**2)
+    sigma8_unit2 = (_eh_shape(k_q, omega_m, omega_b, h, n_s, wiggles) * quadrature).sum()
     return sigma8**2 / sigma8_unit2 * _eh_shape(k_h_mpc, omega_m, omega_b, h, n_s, wiggles)
+
+
+def _sigma8_quadrature() -> tuple[np.ndarray, np.ndarray]:
+    """Nodes k [h/Mpc] of :func:`sigma_r`'s rule on its default range and the factors that turn P(k_i) into
+    sigma(8 Mpc/h)^2 by a dot product: ``k^3 W^2(8 k) w / (2 pi^2)`` (read-only; computed once)."""
+    k_q, weights = _simpson_ln_k(*_SIGMA_K_RANGE_H_MPC)
+    factors = k_q**3 * tophat_window(k_q * 8.0) ** 2 * weights / (2.0 * np.pi**2)
+    for v in (k_q, factors):
+        v.flags.writeable = False
+    return k_q, factors
+
+
+_SIGMA8_QUADRATURE = _sigma8_quadrature()

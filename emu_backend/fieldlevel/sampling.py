@@ -32,7 +32,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -137,12 +138,20 @@ class Posterior:
         Per parameter: mean, std, split R-hat and bulk ESS (numpyro.diagnostics); for the noise the worst
         and median R-hat and ESS over its N^3 values. Empty with fewer than four draws per chain.
     config : SamplerConfig
+    timing : dict of ndarray
+        Wall time of the chains, kept apart from ``stats`` (it differs between runs that give the same
+        draws): ``"draw_seconds"`` (chains, draws), the seconds of each draw's NUTS step;
+        ``"warmup_seconds"`` and ``"warmup_gradients"`` (chains,), the warm-up's seconds (numpyro's JAX
+        compilation included) and gradient evaluations. A resumed chain counts the steps of the saved
+        states it continues from as they were timed when they ran; NaN where a folder written before
+        2026-12-08 did not record them.
     """
 
     samples: dict
     stats: dict
     diagnostics: dict
     config: SamplerConfig
+    timing: dict = field(default_factory=dict)
 
     def mean(self, name: str) -> np.ndarray:
         """Posterior mean of ``name`` over chains and draws."""
@@ -209,24 +218,31 @@ def _save_npz(path: Path, arrays: dict) -> None:
             np.savez(fh, **arrays)
 
 
-def _save_state(path: Path, state, step: int, parts: list) -> None:
+#: Warm-up accumulators saved beside a chain's state (seconds, gradient evaluations).
+_WARMUP_KEYS = ("warmup_seconds", "warmup_gradients")
+
+
+def _save_state(path: Path, state, step: int, parts: list, warmup: dict) -> None:
     jax = jax_module()
     leaves = jax.tree_util.tree_leaves(state)
     arrays = {f"leaf_{i:03d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["step"] = np.asarray(step, dtype=np.int64)
     arrays["parts"] = np.asarray(json.dumps(parts))
+    arrays.update({k: np.asarray(warmup[k], dtype=np.float64) for k in _WARMUP_KEYS})
     _save_npz(path, arrays)
 
 
 def _load_state(path: Path, template):
-    """(state, step, parts) from ``path``; leaves checked against the freshly initialised ``template``."""
+    """(state, step, parts, warm-up accumulators) from ``path``; leaves checked against the freshly initialised
+    ``template``; accumulators NaN in a state saved before they were recorded."""
     jax = jax_module()
     leaves, treedef = jax.tree_util.tree_flatten(template)
     try:
         with np.load(path, allow_pickle=False) as z:
             saved = [z[f"leaf_{i:03d}"] for i in range(len(leaves))]
-            extra = set(z.files) - {f"leaf_{i:03d}" for i in range(len(leaves))} - {"step", "parts"}
+            extra = set(z.files) - {f"leaf_{i:03d}" for i in range(len(leaves))} - {"step", "parts", *_WARMUP_KEYS}
             step, parts = int(z["step"]), json.loads(str(z["parts"]))
+            warmup = {k: float(z[k]) if k in z.files else float("nan") for k in _WARMUP_KEYS}
     except (OSError, KeyError, ValueError) as exc:
         raise FileFormatError(f"{str(path)!r} is not a readable chain state ({exc})") from exc
     if extra:
@@ -236,7 +252,7 @@ def _load_state(path: Path, template):
             raise FileFormatError(f"{str(path)!r} leaf {i} is {a.dtype}{a.shape}, the sampler's state needs "
                                   f"{np.asarray(b).dtype}{np.shape(b)}: written by other settings")
     state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in saved])
-    return state, step, parts
+    return state, step, parts, warmup
 
 
 def _check_parts(folder: Path, parts: list) -> None:
@@ -289,23 +305,33 @@ def _open_folder(out_dir: Path, record: dict) -> None:
 
 # -- the chains ----------------------------------------------------------------------------------------------
 def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, progress,
-               coords: NoiseCoordinates | None = None) -> tuple[dict, dict]:
+               coords: NoiseCoordinates | None = None) -> tuple[dict, dict, dict]:
     total = config.num_warmup + config.num_samples
+    t_start = time.perf_counter()
     state = kernel.init(key, config.num_warmup, None, model_args=(), model_kwargs={})
     step, parts = 0, []
+    warmup = {"warmup_seconds": 0.0, "warmup_gradients": 0.0}
     state_file = None if folder is None else folder / "state.npz"
     if state_file is not None and state_file.is_file():
-        state, step, parts = _load_state(state_file, state)
+        state, step, parts, warmup = _load_state(state_file, state)
         _check_parts(folder, parts)
         log.info("chain %s: resuming at step %d of %d", folder.name, step, total)
     if progress is not None:
         progress.update(step)
     constrain = kernel.postprocess_fn((), {})
-    draws, stats = [], []
+    draws, stats, seconds = [], [], []
+    if step == 0:  # numpyro's initialisation (its first gradients) counts as warm-up time
+        warmup["warmup_seconds"] += time.perf_counter() - t_start
     while step < total:
+        t0 = time.perf_counter()
         state = sample(state)
         step += 1
-        if step > config.num_warmup:
+        elapsed = time.perf_counter() - t0  # the step's arrays are ready: the step blocks on the torch callback
+        if step <= config.num_warmup:
+            warmup["warmup_seconds"] += elapsed
+            warmup["warmup_gradients"] += float(state.num_steps)
+        else:
+            seconds.append(elapsed)
             draw = {k: np.asarray(v) for k, v in constrain(state.z).items()}
             if coords is not None:  # the white noise of the chains' coordinates
                 draw["noise"] = coords.to_noise(draw.pop("u"), draw)
@@ -318,25 +344,37 @@ def _run_chain(kernel, sample, key, config: SamplerConfig, folder: Path | None, 
                 name = f"part_{len(parts):05d}.npz"
                 arrays = {f"sample_{k}": np.stack([d[k] for d in draws]) for k in draws[0]}
                 arrays.update({f"stat_{k}": np.stack([s[k] for s in stats]) for k in STATS})
+                arrays["time_draw_seconds"] = np.asarray(seconds, dtype=np.float64)
                 _save_npz(folder / name, arrays)
                 parts.append((name, _sha256(folder / name)))
-                draws, stats = [], []
-            _save_state(state_file, state, step, parts)
+                draws, stats, seconds = [], [], []
+            _save_state(state_file, state, step, parts, warmup)
+    timing = {k: np.float64(v) for k, v in warmup.items()}
     if folder is None:
+        timing["draw_seconds"] = np.asarray(seconds, dtype=np.float64)
         return ({k: np.stack([d[k] for d in draws]) for k in draws[0]},
-                {k: np.stack([s[k] for s in stats]) for k in STATS})
-    return _read_parts(folder, parts)
+                {k: np.stack([s[k] for s in stats]) for k in STATS}, timing)
+    samples, stats, times = _read_parts(folder, parts)
+    return samples, stats, {**timing, **times}
 
 
-def _read_parts(folder: Path, parts: list) -> tuple[dict, dict]:
+def _read_parts(folder: Path, parts: list) -> tuple[dict, dict, dict]:
     _check_parts(folder, parts)
-    samples, stats = {}, {}
+    samples, stats, times = {}, {}, []
     for name, _ in parts:
         with np.load(folder / name, allow_pickle=False) as z:
+            n = None
             for key in z.files:
                 kind, _, site = key.partition("_")
+                if kind == "time":
+                    continue
                 (samples if kind == "sample" else stats).setdefault(site, []).append(z[key])
-    return ({k: np.concatenate(v) for k, v in samples.items()}, {k: np.concatenate(v) for k, v in stats.items()})
+                n = len(z[key])
+            # a part written before 2026-12-08 has no times: NaN for its draws
+            times.append(z["time_draw_seconds"] if "time_draw_seconds" in z.files else np.full(n or 0, np.nan))
+    draw_seconds = np.concatenate(times) if times else np.zeros(0)
+    return ({k: np.concatenate(v) for k, v in samples.items()}, {k: np.concatenate(v) for k, v in stats.items()},
+            {"draw_seconds": draw_seconds})
 
 
 def _diagnostics(samples: dict) -> dict:
@@ -422,6 +460,7 @@ def sample_posterior(lik: FieldLikelihood, config: SamplerConfig | None = None, 
         finally:
             if bar is not None:
                 bar.close()
-    samples = {k: np.stack([s[k] for s, _ in per_chain]) for k in per_chain[0][0] if k in ("noise", *lik.infer)}
-    stats = {k: np.stack([t[k] for _, t in per_chain]) for k in STATS}
-    return Posterior(samples, stats, _diagnostics(samples), config)
+    samples = {k: np.stack([s[k] for s, _, _ in per_chain]) for k in per_chain[0][0] if k in ("noise", *lik.infer)}
+    stats = {k: np.stack([t[k] for _, t, _ in per_chain]) for k in STATS}
+    timing = {k: np.stack([m[k] for _, _, m in per_chain]) for k in ("draw_seconds", *_WARMUP_KEYS)}
+    return Posterior(samples, stats, _diagnostics(samples), config, timing)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,6 +257,38 @@ def _spectra(fields: dict, box: float) -> dict:
     return out, edges
 
 
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _sampling_cost(post, seconds_sampling: float) -> dict:
+    """The report's "sampling" section: the chains' cost, warm-up and draws apart.
+
+    ``seconds`` is this call's wall time (a resumed run's only); the rest comes from the chains' own step
+    timings (:attr:`~emu_backend.fieldlevel.sampling.Posterior.timing`), which survive a resume:
+    ``draw_seconds`` and ``gradient_evaluations`` (the draws'), ``seconds_per_gradient`` (of the draws),
+    ``warmup_seconds`` and ``warmup_gradients`` (all chains), and ``seconds_per_effective_sample`` per
+    inferred parameter and for the white noise's worst value (``noise_min``): the draws' seconds over the
+    bulk ESS. None where a chain folder written before the timings were recorded lacks them.
+    """
+    grads = int(post.stats["num_steps"].sum())
+    draw_seconds = _finite_or_none(np.sum(post.timing["draw_seconds"])) if post.timing else None
+    out = {"seconds": seconds_sampling, "gradient_evaluations": grads, "draw_seconds": draw_seconds,
+           "seconds_per_gradient": draw_seconds / grads if draw_seconds is not None and grads else None,
+           "warmup_seconds": _finite_or_none(np.sum(post.timing["warmup_seconds"])) if post.timing else None,
+           "warmup_gradients": _finite_or_none(np.sum(post.timing["warmup_gradients"])) if post.timing else None,
+           "divergences": int(post.stats["diverging"].sum()),
+           "mean_accept_prob": float(post.stats["accept_prob"].mean())}
+    ess = {name: d.get("n_eff") for name, d in post.diagnostics.items() if name != "noise"}
+    if "noise" in post.diagnostics:
+        ess["noise_min"] = post.diagnostics["noise"]["n_eff_min"]
+    out["seconds_per_effective_sample"] = {
+        name: draw_seconds / n if draw_seconds is not None and n and math.isfinite(n) and n > 0 else None
+        for name, n in ess.items()}
+    return out
+
+
 def _report(config, mesh, lik, map_info, post, seconds_sampling) -> dict:
     noise_map, converged, iterations, evaluations, log_prob, seconds_map = map_info
     box = mesh.box_size
@@ -271,13 +304,9 @@ def _report(config, mesh, lik, map_info, post, seconds_sampling) -> dict:
                  "backend": data_backend(mesh), "window": lik.model.window},
         "map": {"converged": converged, "iterations": iterations, "evaluations": evaluations, "log_prob": log_prob,
                 "seconds": seconds_map},
-        "sampling": {"seconds": seconds_sampling, "gradient_evaluations": int(post.stats["num_steps"].sum()),
-                     "divergences": int(post.stats["diverging"].sum()),
-                     "mean_accept_prob": float(post.stats["accept_prob"].mean())},
+        "sampling": _sampling_cost(post, seconds_sampling),
         "diagnostics": post.diagnostics, "power": power, "parameters": {},
     }
-    grads = report["sampling"]["gradient_evaluations"]
-    report["sampling"]["seconds_per_gradient"] = seconds_sampling / grads if grads else None
     for name in lik.infer:
         draws = post.samples[name]
         lo, hi = np.quantile(draws, [0.05, 0.95])
@@ -327,6 +356,21 @@ def _bias_markdown(bias: dict) -> list:
     return lines
 
 
+def _cost_line(sampling: dict) -> str:
+    """The Markdown report's line on the sampler's cost."""
+    def seconds(x):
+        return "-" if x is None else f"{x:.1f} s"
+
+    warm = sampling.get("warmup_gradients")
+    per_ess = ", ".join(f"{name} {seconds(v)}" for name, v in sampling.get("seconds_per_effective_sample", {}).items())
+    per_grad = sampling.get("seconds_per_gradient")
+    warm = "-" if warm is None else f"{warm:.0f}"
+    return (f"warm-up: {warm} gradients in {seconds(sampling.get('warmup_seconds'))}; "
+            f"draws: {sampling['gradient_evaluations']} gradients in {seconds(sampling.get('draw_seconds'))} "
+            f"({'-' if per_grad is None else f'{per_grad:.3f} s'} each); per effective sample: {per_ess or '-'}; "
+            f"divergences {sampling['divergences']}; mean acceptance {sampling['mean_accept_prob']:.2f}")
+
+
 def _markdown(report: dict) -> str:
     lines = ["# Field-level reconstruction", "",
              f"emu_backend {report['package_version']}; data `{report['config']['data']}` "
@@ -336,9 +380,7 @@ def _markdown(report: dict) -> str:
              f"converged: {report['map']['converged']} after {report['map']['iterations']} L-BFGS iterations "
              f"({report['map']['evaluations']} gradients, {report['map']['seconds']:.1f} s)", "",
              "## Posterior (numpyro NUTS)", "",
-             f"{report['sampling']['gradient_evaluations']} gradients in {report['sampling']['seconds']:.1f} s; "
-             f"divergences {report['sampling']['divergences']}; mean acceptance "
-             f"{report['sampling']['mean_accept_prob']:.2f}", "",
+             _cost_line(report["sampling"]), "",
              "| parameter | mean | std | 5% | 95% | data cosmology | R-hat | ESS |", "|---|---|---|---|---|---|---|---|"]
     for name, p in report["parameters"].items():
         d = report["diagnostics"].get(name, {})
