@@ -124,6 +124,28 @@ def test_emulated_10_bit_formats_between_fp32_and_bf16(golden_errors, precision)
     assert 10 * f32_v < e_v < b_v / 1.5
 
 
+@pytest.mark.parametrize("velocity", [False, True])
+def test_compiled_network_traces_as_one_graph(velocity):
+    """torch.compile sees the whole network as one graph, displacement and the dual-number velocity path
+    alike: a graph break splits it into per-layer frames that Dynamo recompiles for every level's shape,
+    until its recompile limit (8) sends the remaining levels back to eager. Reference: Dynamo's own
+    ``explain`` (the same tracer ``torch.compile`` runs), no compilation. The input is the smallest zdep
+    tile, so that the lower levels' activations take the small-convolution oneDNN test of
+    ``emu_backend.nn.modulated_conv`` -- whose call to ``torch.backends.mkldnn.is_available`` (a function
+    Dynamo does not trace) broke the graph at all 34 convolutions once."""
+    from emu_backend.inference.models import zdep_forward
+
+    torch.manual_seed(0)
+    net = StyledVNet(2, width=4).eval()
+    x = torch.randn(1, 3, 104, 104, 104)
+    om, dz = torch.tensor(0.3), torch.tensor(0.8)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        found = torch._dynamo.explain(
+            lambda t: zdep_forward(net, t, om, dz, velocity=velocity, runner=net))(x)
+    assert (found.graph_count, found.graph_break_count) == (1, 0), [b.reason for b in found.break_reasons][:3]
+
+
 @pytest.mark.slow
 def test_compiled_network_matches_eager():
     # torch.compile (inductor) fuses and reorders float32 element-wise work: agreement to 1e-5 of the

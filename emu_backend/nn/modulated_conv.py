@@ -38,10 +38,15 @@ _NATIVE_MAX = 20480
 
 def _small_onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether a float32 CPU convolution of ``x`` would take the native kernel where oneDNN can run it."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32 and x.dim() == 5
+    # is_compiling() first: under torch.compile it folds to True and ends the test before
+    # torch.backends.mkldnn.is_available(), which Dynamo does not trace (a graph break at every convolution,
+    # so the compiled network fell apart into one graph per layer, recompiled per level until Dynamo's
+    # recompile limit sent the rest back to eager)
+    return (not torch.compiler.is_compiling()
+            and x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32 and x.dim() == 5
             and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_MAX
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+            and not torch.is_autocast_enabled("cpu")
             # oneDNN's op has no forward-mode derivative and no batching rule: jvp, vmap and dual levels
             # take PyTorch's own dispatch
             and not torch._C._are_functorch_transforms_active() and torch.autograd.forward_ad._current_level < 0)
