@@ -78,7 +78,9 @@ def test_readme_states_the_cpu_torch_index_and_the_measured_install_time():
     flat = _flat(README)
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in flat
     assert "pip install torch==2.13.0 && pip install -e . && emu-backend run" in README
-    assert "about 20 minutes to install" in flat and "1033 s" in flat
+    # a measured CI time, stated with its date (the number changes with every landing)
+    assert "about 20 minutes to install" in flat
+    assert re.search(r"the last CI landing \(\d{4}-\d{2}-\d{2}\) took \d+ s", flat)
 
 
 def test_readme_explains_the_golden_vectors():
