@@ -137,12 +137,11 @@ def paint_cells(
         raise InputError(f"pos_cells must be floating point, got dtype {pos_cells.dtype}")
     B, _, P = pos_cells.shape
     dtype, device = pos_cells.dtype, pos_cells.device
-    if values is None:
-        values = torch.ones((B, 1, P), dtype=dtype, device=device)
-    if not isinstance(values, torch.Tensor) or values.dim() != 3 or values.shape[0] != B or values.shape[2] != P:
-        raise InputError(f"values must have shape (B={B}, C, P={P}), got {tuple(getattr(values, 'shape', ()))}")
-    values = values.to(dtype)
-    C = values.shape[1]
+    if values is not None:
+        if not isinstance(values, torch.Tensor) or values.dim() != 3 or values.shape[0] != B or values.shape[2] != P:
+            raise InputError(f"values must have shape (B={B}, C, P={P}), got {tuple(getattr(values, 'shape', ()))}")
+        values = values.to(dtype)
+    C = 1 if values is None else values.shape[1]
 
     targets, weights = _axis_stencil(pos_cells, window)  # (B, 3, P, p) each
     sizes = torch.tensor(mesh_shape, device=device).view(1, 3, 1, 1)
@@ -163,9 +162,15 @@ def paint_cells(
         kernel = torch.where(valid, kernel, torch.zeros_like(kernel))
 
     n_mesh = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
-    batch_offset = (torch.arange(B, device=device) * n_mesh).view(B, 1, 1, 1, 1)
-    index = (flat + batch_offset).reshape(-1)  # (B * P * p^3,)
-    src = values.view(B, C, P, 1, 1, 1) * kernel.unsqueeze(1)  # (B, C, P, p, p, p)
+    # one batch (the usual case) needs no offset, and unit values (particle counts) no product: both would
+    # be passes over B P p^3 elements, forward and backward, that change no bit of the result
+    if B > 1:
+        flat = flat + (torch.arange(B, device=device) * n_mesh).view(B, 1, 1, 1, 1)
+    index = flat.reshape(-1)  # (B * P * p^3,)
+    if values is None:
+        src = kernel.unsqueeze(1)  # (B, 1, P, p, p, p)
+    else:
+        src = values.view(B, C, P, 1, 1, 1) * kernel.unsqueeze(1)  # (B, C, P, p, p, p)
     src = src.transpose(0, 1).reshape(C, -1)
     mesh = torch.zeros((C, B * n_mesh), dtype=dtype, device=device)
     mesh = mesh.index_add(1, index, src)
