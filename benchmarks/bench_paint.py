@@ -19,7 +19,7 @@ Timed in one process, best of ``--repeat`` after one untimed call, for each grid
 
 Printed: one JSON line per grid and window with the times [s] and the ratios.
 
-Usage: python benchmarks/bench_paint.py [--grids 32 64] [--windows tsc cic] [--repeat 3] [--smoke]
+Usage: python benchmarks/bench_paint.py [--grids 32 64] [--windows tsc cic] [--repeat 10] [--smoke]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grids", type=int, nargs="+", default=[32, 64])
     p.add_argument("--windows", nargs="+", default=["tsc", "cic"])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--displacement", type=float, default=1.0, help="std of the random displacement [cells]")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--smoke", action="store_true", help="16^3, one window, one repetition (numbers mean nothing)")
